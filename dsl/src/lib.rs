@@ -1,0 +1,47 @@
+//! passfold's front end: text → [`Ast`] → [`Kernel`] → [`Plan`].
+//!
+//! The central type is [`Kernel`], a checked kernel in index notation: named
+//! extents, tensors whose dimensions are affine forms of extents, and
+//! statements whose values live in one flat, hash-consed arena of [`Node`]s
+//! in topological order. [`interpret`] gives every kernel its meaning;
+//! every later stage (planner, code generator, runtime) is tested against it.
+//!
+//! This crate does no IO and no threading, has no `unsafe`, and does not
+//! depend on Cranelift.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod arena;
+pub mod ast;
+pub mod bind;
+pub mod diag;
+pub mod interp;
+pub mod ir;
+pub mod lower;
+pub mod math;
+pub mod parse;
+pub mod plan;
+pub mod text;
+pub mod verify;
+
+pub use arena::{Arena, Handle};
+pub use ast::Ast;
+pub use bind::{BindError, bind_extents, shape_of};
+pub use diag::{Diagnostic, Diagnostics, Span};
+pub use interp::{InterpError, Layout, Precision, interpret};
+pub use ir::*;
+pub use lower::{LowerOptions, lower};
+pub use parse::{parse, parse_tokens};
+pub use plan::{LoopNest, Plan, PlanOptions, plan};
+
+/// Parses and checks kernel text.
+pub fn check(src: &str, opts: &LowerOptions) -> Result<Kernel, Diagnostics> {
+    let ast = parse(src)?;
+    lower(&ast, opts)
+}
+
+/// Parses, checks and plans kernel text: the whole front end.
+pub fn compile(src: &str, opts: &LowerOptions, plan_opts: PlanOptions) -> Result<Plan, Diagnostics> {
+    let kernel = check(src, opts)?;
+    Ok(plan(&kernel, plan_opts))
+}

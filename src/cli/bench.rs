@@ -1,0 +1,184 @@
+//! `passfold bench`: the main job shown in the README. Compiles a catalogue
+//! kernel, prints its IR and plan, runs it on generated data, checks it
+//! against the reference interpreter and prints timings.
+
+use super::commands::{load, pairs};
+use super::exec::{self, Engine};
+use super::tensor::HostTensor;
+use crate::KernelArgs;
+use anyhow::{Context, Result, bail};
+use passfold_dsl::{Index, Kernel, Node, ScalarType, TensorKind, shape_of};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// `passfold bench`.
+pub fn bench(args: &KernelArgs, sizes: &[String], params: &[String], iters: Option<usize>, verify: bool) -> Result<bool> {
+    let t0 = Instant::now();
+    let Some(loaded) = load(args)? else { return Ok(false) };
+    let front_end = t0.elapsed();
+    let kernel = &loaded.kernel;
+    println!("== IR\n{}", kernel);
+    println!("== plan\n{}", loaded.plan);
+
+    let mut sizes: BTreeMap<String, i64> = pairs::<i64>(sizes, "--size")?.into_iter().collect();
+    let extents: Vec<i64> = kernel
+        .extents
+        .iter()
+        .enumerate()
+        .map(|(e, ext)| {
+            sizes.remove(&ext.name).unwrap_or_else(|| {
+                let reduced = loaded.plan.reduced.iter().any(|r| r.0 as usize == e);
+                default_extent(&ext.name, reduced)
+            })
+        })
+        .collect();
+    if let Some(name) = sizes.keys().next() {
+        bail!("`{}` has no extent `{name}`", kernel.name);
+    }
+    if let Some(e) = extents.iter().position(|&v| v < 0) {
+        bail!("extent `{}` must not be negative", kernel.extents[e].name);
+    }
+    let mut params: BTreeMap<String, f64> = pairs::<f64>(params, "--param")?.into_iter().collect();
+    let param_values: Vec<f64> = kernel
+        .params
+        .iter()
+        .map(|p| params.remove(&p.name).unwrap_or_else(|| default_param(&p.name)))
+        .collect();
+    if let Some(name) = params.keys().next() {
+        bail!("`{}` has no parameter `{name}`", kernel.name);
+    }
+    let args = generate(kernel, &extents)?;
+    let sizes_text: Vec<String> = kernel.extents.iter().zip(&extents).map(|(e, v)| format!("{}={v}", e.name)).collect();
+    println!("== run ({})", sizes_text.join(", "));
+    let bytes: usize = args.iter().map(|t| t.shape.iter().product::<usize>() * t.ty().size_bytes()).sum();
+
+    let t1 = Instant::now();
+    let compiled = exec::compile(&loaded.plan)?;
+    let jit = t1.elapsed();
+    println!("compile: front end {:.3} ms, Cranelift {:.3} ms", ms(front_end), ms(jit));
+
+    let mut work = args.clone();
+    exec::call(&compiled, &loaded.src, &mut work, &param_values)?;
+    let budget = Duration::from_millis(1000);
+    let n = iters.unwrap_or(0);
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while (n == 0 && start.elapsed() < budget && times.len() < 1000) || times.len() < n {
+        let mut run_args = args.clone();
+        let t = Instant::now();
+        exec::call(&compiled, &loaded.src, &mut run_args, &param_values)?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    println!(
+        "run: median {:.3} ms, min {:.3} ms over {} calls; {:.2} GB/s over {} bytes of arguments",
+        ms(median),
+        ms(times[0]),
+        times.len(),
+        bytes as f64 / median.as_secs_f64() / 1e9,
+        bytes
+    );
+    if verify {
+        let reference = exec::execute(&loaded, Engine::Interpret, args.clone(), &param_values)?;
+        report_error(kernel, &work, &reference);
+    }
+    Ok(true)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn default_extent(name: &str, reduced: bool) -> i64 {
+    match name {
+        "b" => 64,
+        "h" => 4,
+        "c" | "e" | "f" => 64,
+        _ if reduced => 1024,
+        _ => 128,
+    }
+}
+
+fn default_param(name: &str) -> f64 {
+    match name {
+        "eps" => 1e-5,
+        "scale" => 0.125,
+        "beta1" => 0.9,
+        "beta2" => 0.99,
+        "wd" => 0.01,
+        "lr" => 1e-3,
+        _ => 1.0,
+    }
+}
+
+/// Random arguments: floats in [-4, 4), and `i32` tensors used as gather
+/// subscripts in range of the dimension they index.
+fn generate(kernel: &Kernel, extents: &[i64]) -> Result<Vec<HostTensor>> {
+    let mut rng = SmallRng::seed_from_u64(0x5eed);
+    let mut out = Vec::new();
+    for id in kernel.arguments() {
+        let t = kernel.tensor(id);
+        let shape = shape_of(t, extents).context("argument too large")?;
+        let n: usize = shape.iter().product();
+        if t.kind == TensorKind::Output {
+            out.push(HostTensor::zeros(t.ty, shape)?);
+            continue;
+        }
+        let values: Vec<f64> = match t.ty {
+            ScalarType::I32 => {
+                let bound = gather_bound(kernel, id, extents).max(1);
+                (0..n).map(|_| rng.random_range(0..bound) as f64).collect()
+            }
+            _ => (0..n).map(|_| rng.random_range(-4.0..4.0)).collect(),
+        };
+        out.push(HostTensor::from_f64(t.ty, shape, &values));
+    }
+    Ok(out)
+}
+
+/// The smallest dimension that a load of `tensor` is used to subscript.
+fn gather_bound(kernel: &Kernel, tensor: passfold_dsl::TensorId, extents: &[i64]) -> i64 {
+    let mut bound = i64::MAX;
+    for (_, node) in kernel.nodes.iter() {
+        let Node::Load { tensor: outer, index } = node else { continue };
+        for (d, idx) in index.iter().enumerate() {
+            let Index::Gather(g) = idx else { continue };
+            if matches!(&kernel.nodes[*g], Node::Load { tensor: t, .. } if *t == tensor)
+                && let Some((_, len)) = kernel.tensor(*outer).dims[d].layout(extents)
+            {
+                bound = bound.min(len);
+            }
+        }
+    }
+    if bound == i64::MAX { 1 } else { bound }
+}
+
+fn report_error(kernel: &Kernel, got: &[HostTensor], want: &[HostTensor]) {
+    for ((id, g), w) in kernel.arguments().zip(got).zip(want) {
+        let t = kernel.tensor(id);
+        if t.kind == TensorKind::Input {
+            continue;
+        }
+        let (g, w) = (g.to_f64(), w.to_f64());
+        let mut worst = 0.0f64;
+        let mut mismatched = 0usize;
+        for (a, b) in g.iter().zip(&w) {
+            if a.is_nan() || b.is_nan() {
+                mismatched += (a.is_nan() != b.is_nan()) as usize;
+                continue;
+            }
+            if a == b {
+                continue;
+            }
+            let rel = (a - b).abs() / b.abs().max(f64::MIN_POSITIVE);
+            worst = worst.max(rel);
+        }
+        println!(
+            "check `{}` against the f64 interpreter: max relative error {worst:.3e}, {mismatched} NaN mismatches",
+            t.name
+        );
+    }
+}

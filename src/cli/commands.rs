@@ -1,0 +1,95 @@
+//! `check`, `ir`, `plan` and `clif`: the inspection subcommands.
+
+use crate::KernelArgs;
+use anyhow::{Context, Result, bail};
+use passfold_dsl::{Kernel, LowerOptions, Plan, PlanOptions, ScalarType};
+
+/// A kernel file read and checked, or its diagnostics printed.
+pub struct Loaded {
+    /// The source text.
+    pub src: String,
+    /// The checked kernel.
+    pub kernel: Kernel,
+    /// Its plan.
+    pub plan: Plan,
+}
+
+/// Parses `NAME=VALUE` pairs.
+pub fn pairs<T: std::str::FromStr>(items: &[String], what: &str) -> Result<Vec<(String, T)>> {
+    items
+        .iter()
+        .map(|item| {
+            let (name, value) = item
+                .split_once('=')
+                .with_context(|| format!("{what} `{item}` is not NAME=VALUE"))?;
+            let value = value
+                .trim()
+                .parse::<T>()
+                .map_err(|_| anyhow::anyhow!("{what} `{item}`: cannot read `{value}`"))?;
+            Ok((name.trim().to_string(), value))
+        })
+        .collect()
+}
+
+/// Reads and checks the kernel; `Ok(None)` after printing diagnostics.
+pub fn load(args: &KernelArgs) -> Result<Option<Loaded>> {
+    let src = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let opts = LowerOptions {
+        consts: pairs(&args.consts, "--const")?,
+        float: args.f64.then_some(ScalarType::F64),
+    };
+    match passfold_dsl::check(&src, &opts) {
+        Ok(kernel) => {
+            let plan = passfold_dsl::plan(&kernel, PlanOptions { unfused: args.unfused });
+            Ok(Some(Loaded { src, kernel, plan }))
+        }
+        Err(diags) => {
+            eprint!("{}", diags.render(&args.file.display().to_string(), &src));
+            Ok(None)
+        }
+    }
+}
+
+/// `passfold check`.
+pub fn check(args: &KernelArgs) -> Result<bool> {
+    Ok(match load(args)? {
+        Some(l) => {
+            println!("{}: ok", l.kernel.name);
+            true
+        }
+        None => false,
+    })
+}
+
+/// `passfold ir`.
+pub fn ir(args: &KernelArgs) -> Result<bool> {
+    Ok(match load(args)? {
+        Some(l) => {
+            print!("{}", l.kernel);
+            true
+        }
+        None => false,
+    })
+}
+
+/// `passfold plan`.
+pub fn plan(args: &KernelArgs, json: bool) -> Result<bool> {
+    let Some(l) = load(args)? else { return Ok(false) };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&l.plan.to_json())?);
+    } else {
+        print!("{}", l.plan);
+    }
+    Ok(true)
+}
+
+/// `passfold clif`.
+pub fn clif(args: &KernelArgs, target: &str) -> Result<bool> {
+    let Some(l) = load(args)? else { return Ok(false) };
+    let text = super::exec::clif_text(&l.plan, target)?;
+    if text.is_empty() {
+        bail!("no code generated");
+    }
+    print!("{text}");
+    Ok(true)
+}

@@ -1,0 +1,7 @@
+//! passfold's integration tests: one test binary (matklad, "Delete Cargo
+//! Integration Tests"), one module per boundary.
+
+mod common;
+mod diagnostics;
+mod ir_snapshots;
+mod interp;
