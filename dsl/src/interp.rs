@@ -13,6 +13,7 @@ use crate::arena::Handle;
 use crate::diag::Span;
 use crate::ir::*;
 use crate::math;
+use std::cell::Cell;
 
 /// How floats are evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,13 +120,13 @@ pub fn interpret(
         buffers.push(buf);
         layouts.push(layout);
     }
-    let mut cx = Interp {
+    let cx = Interp {
         kernel,
         extents,
         params,
         precision,
         layouts,
-        env: vec![0; kernel.extents.len()],
+        env: vec![Cell::new(0); kernel.extents.len()],
     };
     for stmt in &kernel.stmts {
         cx.statement(stmt, &mut buffers)?;
@@ -187,7 +188,7 @@ struct Interp<'a> {
     params: &'a [f64],
     precision: Precision,
     layouts: Vec<Layout>,
-    env: Vec<i64>,
+    env: Vec<Cell<i64>>,
 }
 
 impl Interp<'_> {
@@ -198,7 +199,7 @@ impl Interp<'_> {
         }
     }
 
-    fn statement(&mut self, stmt: &Stmt, buffers: &mut [Vec<f64>]) -> Result<(), InterpError> {
+    fn statement(&self, stmt: &Stmt, buffers: &mut [Vec<f64>]) -> Result<(), InterpError> {
         let dims: Vec<i64> = stmt.indices.iter().map(|e| self.extents[e.0 as usize]).collect();
         if dims.iter().any(|&n| n == 0) {
             return Ok(());
@@ -208,7 +209,7 @@ impl Interp<'_> {
         let ty = self.kernel.tensors[tid].ty;
         loop {
             for (e, &v) in stmt.indices.iter().zip(&point) {
-                self.env[e.0 as usize] = v;
+                self.env[e.0 as usize].set(v);
             }
             let value = self.eval(stmt.value, buffers)?;
             let value = self.round(ty, value);
@@ -221,13 +222,15 @@ impl Interp<'_> {
         }
     }
 
-    fn load(&mut self, tensor: TensorId, index: &[Index], span: Span, buffers: &[Vec<f64>]) -> Result<f64, InterpError> {
+    fn load(&self, tensor: TensorId, index: &[Index], span: Span, buffers: &[Vec<f64>]) -> Result<f64, InterpError> {
         let t = &self.kernel.tensors[tensor.0 as usize];
-        let layout = self.layouts[tensor.0 as usize].clone();
+        let layout = &self.layouts[tensor.0 as usize];
         let mut offset = 0i64;
         for (d, idx) in index.iter().enumerate() {
             let value = match idx {
-                Index::Affine(a) => a.eval(&self.env),
+                Index::Affine(a) => a.terms.iter().fold(a.constant, |acc, &(v, c)| {
+                    acc.saturating_add(c.saturating_mul(self.env[v.0 as usize].get()))
+                }),
                 Index::Gather(h) => self.eval(*h, buffers)? as i64,
             };
             let (origin, len) = layout.dims[d];
@@ -249,7 +252,7 @@ impl Interp<'_> {
         Ok(buffers[tensor.0 as usize][offset as usize])
     }
 
-    fn eval(&mut self, h: Handle<Node>, buffers: &[Vec<f64>]) -> Result<f64, InterpError> {
+    fn eval(&self, h: Handle<Node>, buffers: &[Vec<f64>]) -> Result<f64, InterpError> {
         let ty = self.kernel.ty(h);
         let k = self.kernel;
         let v = match &k.nodes[h] {
@@ -259,7 +262,7 @@ impl Interp<'_> {
                 let v = self.params[p.0 as usize];
                 if ty == ScalarType::I32 { v.trunc() } else { v }
             }
-            Node::IndexValue(e) => self.env[e.0 as usize] as f64,
+            Node::IndexValue(e) => self.env[e.0 as usize].get() as f64,
             Node::ExtentLen(e) => self.extents[e.0 as usize] as f64,
             Node::Load { tensor, index } => self.load(*tensor, index, k.span(h), buffers)?,
             Node::Unary(op, a) => {
@@ -306,7 +309,7 @@ impl Interp<'_> {
     }
 
     fn reduce(
-        &mut self,
+        &self,
         op: ReduceOp,
         axes: &[ExtentId],
         arg: Handle<Node>,
@@ -325,7 +328,7 @@ impl Interp<'_> {
             let mut point = vec![0i64; dims.len()];
             loop {
                 for (e, &v) in axes.iter().zip(&point) {
-                    self.env[e.0 as usize] = v;
+                    self.env[e.0 as usize].set(v);
                 }
                 let x = self.eval(arg, buffers)?;
                 acc = match op {

@@ -5,7 +5,7 @@
 use super::commands::{load, pairs};
 use super::exec::{self, Engine};
 use super::tensor::HostTensor;
-use crate::KernelArgs;
+use super::KernelArgs;
 use anyhow::{Context, Result, bail};
 use passfold_dsl::{Index, Kernel, Node, ScalarType, TensorKind, shape_of};
 use rand::rngs::SmallRng;

@@ -1,6 +1,6 @@
 //! `check`, `ir`, `plan` and `clif`: the inspection subcommands.
 
-use crate::KernelArgs;
+use super::KernelArgs;
 use anyhow::{Context, Result, bail};
 use passfold_dsl::{Kernel, LowerOptions, Plan, PlanOptions, ScalarType};
 

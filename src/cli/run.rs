@@ -7,7 +7,7 @@
 use super::commands::{load, pairs};
 use super::exec::{Engine, execute};
 use super::tensor::HostTensor;
-use crate::KernelArgs;
+use super::KernelArgs;
 use anyhow::{Context, Result, bail};
 use passfold_dsl::{TensorKind, bind_extents, shape_of};
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! passfold's integration tests: one test binary (matklad, "Delete Cargo
 //! Integration Tests"), one module per boundary.
 
+mod cli;
 mod common;
 mod diagnostics;
 mod ir_snapshots;
