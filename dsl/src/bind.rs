@@ -156,3 +156,21 @@ pub fn shape_of(tensor: &Tensor, extents: &[i64]) -> Option<Vec<usize>> {
         .map(|d| d.layout(extents).and_then(|(_, n)| usize::try_from(n).ok()))
         .collect()
 }
+
+/// The length of the smallest dimension that a load of `tensor` subscripts
+/// (as a gather), if any: the exclusive bound its `i32` values must respect.
+pub fn gather_limit(kernel: &Kernel, tensor: TensorId, extents: &[i64]) -> Option<i64> {
+    let mut limit: Option<i64> = None;
+    for (_, node) in kernel.nodes.iter() {
+        let Node::Load { tensor: outer, index } = node else { continue };
+        for (d, idx) in index.iter().enumerate() {
+            let Index::Gather(g) = idx else { continue };
+            if matches!(&kernel.nodes[*g], Node::Load { tensor: t, .. } if *t == tensor)
+                && let Some((_, len)) = kernel.tensor(*outer).dims[d].layout(extents)
+            {
+                limit = Some(limit.map_or(len, |l| l.min(len)));
+            }
+        }
+    }
+    limit
+}

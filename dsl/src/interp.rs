@@ -96,6 +96,31 @@ pub fn interpret(
             });
         }
     }
+    let (mut buffers, layouts) = setup(kernel, extents, args)?;
+    let cx = Interp {
+        kernel,
+        extents,
+        params,
+        precision,
+        layouts,
+        env: vec![Cell::new(0); kernel.extents.len()],
+        vars: Vec::new(),
+    };
+    for stmt in &kernel.stmts {
+        cx.statement(stmt, &mut buffers)?;
+    }
+    Ok(kernel
+        .tensors
+        .iter()
+        .zip(buffers)
+        .filter(|(t, _)| t.kind != TensorKind::Temp)
+        .map(|(_, b)| b)
+        .collect())
+}
+
+
+/// Allocates every tensor (temporaries zeroed) and checks argument lengths.
+fn setup(kernel: &Kernel, extents: &[i64], args: Vec<Vec<f64>>) -> Result<(Vec<Vec<f64>>, Vec<Layout>), InterpError> {
     let mut buffers: Vec<Vec<f64>> = Vec::with_capacity(kernel.tensors.len());
     let mut layouts = Vec::with_capacity(kernel.tensors.len());
     let mut args = args.into_iter();
@@ -120,6 +145,27 @@ pub fn interpret(
         buffers.push(buf);
         layouts.push(layout);
     }
+    Ok((buffers, layouts))
+}
+
+/// Runs a plan's loop program: the same contract as [`interpret`], executing
+/// the plan's ops instead of the kernel's statements, so that
+/// `interpret(kernel) ≈ interpret_program(plan)` tests the planner alone.
+pub fn interpret_program(
+    kernel: &Kernel,
+    program: &crate::lir::Program,
+    extents: &[i64],
+    args: Vec<Vec<f64>>,
+    params: &[f64],
+    precision: Precision,
+) -> Result<Vec<Vec<f64>>, InterpError> {
+    check_arity("extents", kernel.extents.len(), extents.len())?;
+    check_arity("arguments", kernel.arguments().count(), args.len())?;
+    check_arity("parameters", kernel.params.len(), params.len())?;
+    if let Some((e, &v)) = kernel.extents.iter().zip(extents).find(|(_, v)| **v < 0) {
+        return Err(InterpError::BadExtent { extent: e.name.clone(), value: v });
+    }
+    let (mut buffers, layouts) = setup(kernel, extents, args)?;
     let cx = Interp {
         kernel,
         extents,
@@ -127,10 +173,9 @@ pub fn interpret(
         precision,
         layouts,
         env: vec![Cell::new(0); kernel.extents.len()],
+        vars: vec![Cell::new(0.0); program.vars.len()],
     };
-    for stmt in &kernel.stmts {
-        cx.statement(stmt, &mut buffers)?;
-    }
+    cx.ops(&program.body, &mut buffers)?;
     Ok(kernel
         .tensors
         .iter()
@@ -189,6 +234,7 @@ struct Interp<'a> {
     precision: Precision,
     layouts: Vec<Layout>,
     env: Vec<Cell<i64>>,
+    vars: Vec<Cell<f64>>,
 }
 
 impl Interp<'_> {
@@ -197,6 +243,37 @@ impl Interp<'_> {
             (Precision::Declared, ScalarType::F32) => v as f32 as f64,
             _ => v,
         }
+    }
+
+    fn ops(&self, ops: &[crate::lir::Op], buffers: &mut [Vec<f64>]) -> Result<(), InterpError> {
+        use crate::lir::Op;
+        for op in ops {
+            match op {
+                Op::Loop { index, body, .. } => {
+                    for v in 0..self.extents[index.0 as usize] {
+                        self.env[index.0 as usize].set(v);
+                        self.ops(body, buffers)?;
+                    }
+                }
+                Op::Set { var, value } => {
+                    let ty = self.kernel.ty(*value);
+                    let v = self.eval(*value, buffers)?;
+                    self.vars[var.0 as usize].set(self.round(ty, v));
+                }
+                Op::Store { tensor, index, value } => {
+                    let t = tensor.0 as usize;
+                    let v = self.round(self.kernel.tensors[t].ty, self.eval(*value, buffers)?);
+                    let layout = &self.layouts[t];
+                    let offset: i64 = index
+                        .iter()
+                        .zip(&layout.strides)
+                        .map(|(e, s)| self.env[e.0 as usize].get() * s)
+                        .sum();
+                    buffers[t][offset as usize] = v;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn statement(&self, stmt: &Stmt, buffers: &mut [Vec<f64>]) -> Result<(), InterpError> {
@@ -264,6 +341,7 @@ impl Interp<'_> {
             }
             Node::IndexValue(e) => self.env[e.0 as usize].get() as f64,
             Node::ExtentLen(e) => self.extents[e.0 as usize] as f64,
+            Node::Var(v) => self.vars[v.0 as usize].get(),
             Node::Load { tensor, index } => self.load(*tensor, index, k.span(h), buffers)?,
             Node::Unary(op, a) => {
                 let x = self.eval(*a, buffers)?;
@@ -392,6 +470,8 @@ fn unary(op: UnOp, x: f64, ty: ScalarType, precision: Precision) -> f64 {
             UnOp::Sigmoid => math::f32::sigmoid(v),
             UnOp::Softplus => math::f32::softplus(v),
             UnOp::Sign => math::sign(x) as f32,
+            UnOp::Round => v.round_ties_even(),
+            UnOp::Exp2 => v.exp2(),
         };
         return r as f64;
     }
@@ -409,6 +489,8 @@ fn unary(op: UnOp, x: f64, ty: ScalarType, precision: Precision) -> f64 {
         UnOp::Sigmoid => math::sigmoid(x),
         UnOp::Softplus => math::softplus(x),
         UnOp::Sign => math::sign(x),
+        UnOp::Round => x.round_ties_even(),
+        UnOp::Exp2 => x.exp2(),
     }
 }
 

@@ -78,6 +78,10 @@ pub struct TensorId(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParamId(pub u32);
 
+/// The index of a variable of a plan's loop program (see [`crate::lir`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VarId(pub u32);
+
 /// A named size, bound from the arguments when the kernel is called.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Extent {
@@ -298,6 +302,10 @@ pub enum UnOp {
     Sigmoid,
     Softplus,
     Sign,
+    /// Round to the nearest integer, ties to even (a float result).
+    Round,
+    /// `2^x`.
+    Exp2,
 }
 
 /// Element-wise binary operations.
@@ -357,6 +365,9 @@ pub enum Node {
     IndexValue(ExtentId),
     /// The length of an extent (`len(i)`, an `i32`).
     ExtentLen(ExtentId),
+    /// The current value of a variable of a plan's loop program. Never in a
+    /// checked kernel; only the planner creates it.
+    Var(VarId),
     /// A tensor read.
     Load {
         /// The tensor read.
@@ -395,7 +406,8 @@ impl Node {
             | Node::ConstInt(_)
             | Node::Param(_)
             | Node::IndexValue(_)
-            | Node::ExtentLen(_) => Vec::new(),
+            | Node::ExtentLen(_)
+            | Node::Var(_) => Vec::new(),
             Node::Load { index, .. } => index
                 .iter()
                 .filter_map(|i| match i {
@@ -527,7 +539,7 @@ impl Kernel {
 }
 
 /// Builds a kernel's node arena with hash-consing.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct NodeBuilder {
     nodes: Arena<Node>,
     types: Vec<ScalarType>,
@@ -561,6 +573,19 @@ impl NodeBuilder {
     /// The node behind a handle.
     pub fn node(&self, h: Handle<Node>) -> &Node {
         &self.nodes[h]
+    }
+
+    /// A builder that continues `kernel`'s arena (for passes that add nodes).
+    pub fn from_kernel(kernel: &Kernel) -> Self {
+        let mut b = NodeBuilder::default();
+        for (h, node) in kernel.nodes.iter() {
+            let h2 = b.nodes.append(node.clone());
+            debug_assert_eq!(h, h2);
+            b.types.push(kernel.node_types[h.index()]);
+            b.spans.push(kernel.node_spans[h.index()]);
+            b.dedup.entry(node.clone()).or_insert(h);
+        }
+        b
     }
 
     /// Finishes: the arena, its types and spans.

@@ -1,189 +1,213 @@
-//! Plans: how a kernel's statements become loop nests over memory.
+//! Plans: how a kernel's statements become loops over memory.
 //!
-//! This is the unfused plan of the foundation: one loop nest per statement,
-//! each reduction evaluated by an inner loop of its own. It assumes a
-//! verified [`Kernel`] and guarantees that executing the nests in order
-//! computes exactly what [`crate::interp`] computes (same order of
-//! operations). The algebraic planner that fuses dependent reductions into
-//! fewer sweeps is a later pass and will produce the same [`Plan`] type.
+//! A [`Plan`] holds the kernel (with the nodes and scratch tensors the
+//! planner added) and its loop [`Program`]. The unfused plan is one loop nest
+//! per statement, reductions evaluated inline; the fused plan comes from
+//! [`crate::fuse::fuse_reductions`]. Both go through the same code generator,
+//! so they are measured on the same machine-code quality.
 
+use crate::fuse::{ExpShift, FuseOptions, fuse_reductions};
 use crate::ir::*;
-use crate::text::reduce_name;
+use crate::lir::{Op, Program};
+use crate::rules::{reduced_mask, unfused_nest};
 use std::fmt;
 
 /// Planner choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PlanOptions {
-    /// Ask for the unfused plan (today every plan is unfused).
+    /// The naive plan: one loop nest per statement.
     pub unfused: bool,
+    /// The exp-shift representation for fused plans.
+    pub exp_shift: ExpShift,
 }
 
-/// One loop nest: the loops of a statement around its value.
+/// One loop nest of the unfused plan (kept for reports).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoopNest {
     /// The statement it executes (index into [`Kernel::stmts`]).
     pub stmt: usize,
     /// The loops, outermost first: the statement's indices.
     pub loops: Vec<ExtentId>,
-    /// The reductions evaluated inside, as `(op, axes)`, outermost first.
-    pub reductions: Vec<(ReduceOp, Vec<ExtentId>)>,
-    /// Inputs read with a subscript over a reduced index: what makes this
-    /// nest a sweep over the large data.
-    pub sweeps: Vec<TensorId>,
 }
 
 /// An executable schedule of a kernel.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// The kernel planned.
+    /// The kernel, with any nodes and scratch tensors the planner added.
     pub kernel: Kernel,
-    /// The loop nests, in execution order.
+    /// The loop program the code generator lowers.
+    pub program: Program,
+    /// The unfused loop nests, one per statement (the naive plan's shape).
     pub nests: Vec<LoopNest>,
-    /// Whether dependent reductions were fused (false for now).
+    /// Whether this is the fused plan.
     pub fused: bool,
-    /// The indices that some reduction ranges over.
+    /// The indices some reduction ranges over.
     pub reduced: Vec<ExtentId>,
+    /// The rules the planner applied, one line each.
+    pub rules: Vec<String>,
+    /// Sweeps per row of the unfused plan, for comparison.
+    pub unfused_passes: usize,
 }
 
 impl Plan {
     /// Sweeps per row over the reduced indices of the inputs, as KERNELS.md
-    /// counts passes: nests that read an input along a reduced index.
+    /// counts passes: outermost loops over a reduced index (or reductions
+    /// evaluated inline) that read an input along that index.
     pub fn passes(&self) -> usize {
-        self.nests.iter().filter(|n| !n.sweeps.is_empty()).count()
+        count_passes(&self.kernel, &self.program)
     }
 
     /// The plan as one JSON object (`passfold plan --json`).
     pub fn to_json(&self) -> serde_json::Value {
         let k = &self.kernel;
         let name = |e: &ExtentId| k.extent(*e).name.clone();
-        let nests: Vec<serde_json::Value> = self
-            .nests
-            .iter()
-            .map(|n| {
-                let stmt = &k.stmts[n.stmt];
-                serde_json::json!({
-                    "writes": k.tensor(stmt.tensor).name,
-                    "loops": n.loops.iter().map(name).collect::<Vec<_>>(),
-                    "reductions": n.reductions.iter().map(|(op, axes)| serde_json::json!({
-                        "op": reduce_name(*op),
-                        "over": axes.iter().map(name).collect::<Vec<_>>(),
-                    })).collect::<Vec<_>>(),
-                    "sweeps": n.sweeps.iter().map(|t| k.tensor(*t).name.clone()).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
         serde_json::json!({
             "kernel": k.name,
             "passes": self.passes(),
+            "unfused_passes": self.unfused_passes,
             "fused": self.fused,
             "reduced": self.reduced.iter().map(name).collect::<Vec<_>>(),
-            "nests": nests,
+            "rules": self.rules,
+            "program": self.program_text(),
         })
+    }
+
+    /// The loop program as text.
+    pub fn program_text(&self) -> String {
+        let mut s = String::new();
+        let _ = self.program.write(&mut s, &self.kernel);
+        s
     }
 }
 
-/// Plans `kernel` as one loop nest per statement.
+/// Plans `kernel`.
+pub fn plan(kernel: &Kernel, opts: PlanOptions) -> Plan {
+    let unfused = plan_unfused(kernel);
+    if opts.unfused {
+        return unfused;
+    }
+    let fused = fuse_reductions(kernel, &FuseOptions { exp_shift: opts.exp_shift });
+    Plan {
+        kernel: fused.kernel,
+        program: fused.program,
+        fused: true,
+        rules: fused.rules,
+        unfused_passes: unfused.passes(),
+        ..unfused
+    }
+}
+
+/// The unfused plan: one loop nest per statement.
 pub fn plan_unfused(kernel: &Kernel) -> Plan {
-    let mut reduced = 0u64;
-    for (_, node) in kernel.nodes.iter() {
-        if let Node::Reduce { axes, .. } = node {
-            for a in axes {
-                reduced |= 1 << a.0;
-            }
-        }
+    let reduced = reduced_mask(kernel);
+    let mut program = Program::default();
+    for stmt in &kernel.stmts {
+        program.body.extend(unfused_nest(kernel, stmt));
     }
     let nests = kernel
         .stmts
         .iter()
         .enumerate()
-        .map(|(s, stmt)| {
-            let mut reductions = Vec::new();
-            let mut sweeps = Vec::new();
-            for h in reachable(kernel, stmt.value) {
-                match &kernel.nodes[h] {
-                    Node::Reduce { op, axes, .. } => reductions.push((*op, axes.clone())),
-                    Node::Load { tensor, index } => {
-                        let t = kernel.tensor(*tensor);
-                        let along_reduced = index.iter().any(|i| match i {
-                            Index::Affine(a) => a.terms.iter().any(|(v, _)| reduced & (1 << v.0) != 0),
-                            Index::Gather(_) => false,
-                        });
-                        if t.kind != TensorKind::Temp && along_reduced && !sweeps.contains(tensor) {
-                            sweeps.push(*tensor);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            LoopNest {
-                stmt: s,
-                loops: stmt.indices.clone(),
-                reductions,
-                sweeps,
-            }
+        .map(|(s, stmt)| LoopNest {
+            stmt: s,
+            loops: stmt.indices.clone(),
         })
         .collect();
+    let passes = count_passes(kernel, &program);
     Plan {
         kernel: kernel.clone(),
+        program,
         nests,
         fused: false,
         reduced: (0..kernel.extents.len() as u32)
             .filter(|e| reduced & (1 << e) != 0)
             .map(ExtentId)
             .collect(),
+        rules: Vec::new(),
+        unfused_passes: passes,
     }
 }
 
-/// Plans `kernel`. Fusion is not implemented yet, so both choices give the
-/// unfused plan.
-pub fn plan(kernel: &Kernel, opts: PlanOptions) -> Plan {
-    let _ = opts.unfused;
-    plan_unfused(kernel)
+/// Counts sweeps: see [`Plan::passes`]. A kernel without reductions counts
+/// sweeps over any index.
+pub fn count_passes(kernel: &Kernel, program: &Program) -> usize {
+    let mut reduced = reduced_mask(kernel);
+    if reduced == 0 {
+        reduced = u64::MAX;
+    }
+    count_ops(kernel, &program.body, reduced, false)
 }
 
-/// Nodes reachable from `root`, in decreasing handle order (roots first).
-fn reachable(kernel: &Kernel, root: crate::arena::Handle<Node>) -> Vec<crate::arena::Handle<Node>> {
-    let mut seen = vec![false; root.index() + 1];
-    seen[root.index()] = true;
-    let mut out = Vec::new();
-    for i in (0..=root.index()).rev() {
-        if !seen[i] {
-            continue;
-        }
-        let h = crate::arena::Handle::from_index(i);
-        out.push(h);
-        for op in kernel.nodes[h].operands() {
-            seen[op.index()] = true;
+fn count_ops(kernel: &Kernel, ops: &[Op], reduced: u64, inside: bool) -> usize {
+    let mut n = 0;
+    for op in ops {
+        match op {
+            Op::Loop { index, body, .. } => {
+                let is_sweep = !inside && reduced & (1 << index.0) != 0 && body_reads_along(kernel, body, 1 << index.0);
+                n += is_sweep as usize + count_ops(kernel, body, reduced, inside || is_sweep);
+            }
+            Op::Set { value, .. } | Op::Store { value, .. } => {
+                if !inside && inline_sweep(kernel, *value, reduced) {
+                    n += 1;
+                }
+            }
         }
     }
-    out
+    n
+}
+
+/// Whether a value evaluates a reduction that reads an input along its axes.
+fn inline_sweep(kernel: &Kernel, value: crate::arena::Handle<Node>, reduced: u64) -> bool {
+    crate::fuse::subtree(kernel, value).into_iter().any(|h| match &kernel.nodes[h] {
+        Node::Reduce { axes, arg, .. } => {
+            let m = axes.iter().fold(0u64, |m, a| m | 1 << a.0);
+            m & reduced != 0 && reads_input_along(kernel, *arg, m)
+        }
+        _ => false,
+    })
+}
+
+fn body_reads_along(kernel: &Kernel, ops: &[Op], along: u64) -> bool {
+    ops.iter().any(|op| match op {
+        Op::Loop { body, .. } => body_reads_along(kernel, body, along),
+        Op::Set { value, .. } | Op::Store { value, .. } => reads_input_along(kernel, *value, along),
+    })
+}
+
+fn reads_input_along(kernel: &Kernel, root: crate::arena::Handle<Node>, along: u64) -> bool {
+    crate::fuse::subtree(kernel, root).into_iter().any(|h| match &kernel.nodes[h] {
+        Node::Load { tensor, index } => {
+            kernel.tensor(*tensor).kind != TensorKind::Temp
+                && index.iter().any(|i| match i {
+                    Index::Affine(a) => a.terms.iter().any(|(v, _)| along & (1 << v.0) != 0),
+                    Index::Gather(_) => false,
+                })
+        }
+        _ => false,
+    })
 }
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let k = &self.kernel;
-        let names = |v: &[ExtentId]| v.iter().map(|e| k.extent(*e).name.as_str()).collect::<Vec<_>>().join(", ");
+        let names: Vec<&str> = self.reduced.iter().map(|e| k.extent(*e).name.as_str()).collect();
         writeln!(
             f,
-            "plan {}: {}, {} pass(es) over reduced indices [{}]",
+            "plan {}: {}, {} pass(es) over [{}] (unfused: {})",
             k.name,
             if self.fused { "fused" } else { "unfused" },
             self.passes(),
-            names(&self.reduced)
+            names.join(", "),
+            self.unfused_passes
         )?;
-        for (i, n) in self.nests.iter().enumerate() {
-            let stmt = &k.stmts[n.stmt];
-            write!(f, "  nest {i}: {}[{}]", k.tensor(stmt.tensor).name, names(&stmt.indices))?;
-            write!(f, " loops [{}]", names(&n.loops))?;
-            for (op, axes) in &n.reductions {
-                write!(f, "; {}[{}]", reduce_name(*op), names(axes))?;
-            }
-            if !n.sweeps.is_empty() {
-                let s: Vec<&str> = n.sweeps.iter().map(|t| k.tensor(*t).name.as_str()).collect();
-                write!(f, "; sweeps {}", s.join(", "))?;
-            }
-            writeln!(f, "; scalar")?;
+        for r in &self.rules {
+            writeln!(f, "  rule: {r}")?;
         }
-        Ok(())
+        for t in k.tensors.iter().skip(k.tensors.len().saturating_sub(k.tensors.len())) {
+            if t.kind == TensorKind::Temp && t.name.contains('.') {
+                writeln!(f, "  scratch {}: {}[{}]", t.name, t.ty, t.dims.iter().map(|d| crate::lower::affine_text(&d.0, &k.extents)).collect::<Vec<_>>().join(", "))?;
+            }
+        }
+        write!(f, "{}", self.program_text())
     }
 }

@@ -81,7 +81,8 @@ impl Kernel {
         Ok(())
     }
 
-    fn write_indices(&self, f: &mut fmt::Formatter<'_>, idx: &[ExtentId]) -> fmt::Result {
+    /// Writes `[b, i]`.
+    pub fn write_indices(&self, f: &mut impl fmt::Write, idx: &[ExtentId]) -> fmt::Result {
         if idx.is_empty() {
             return Ok(());
         }
@@ -95,13 +96,15 @@ impl Kernel {
         write!(f, "]")
     }
 
-    fn write_node(&self, f: &mut fmt::Formatter<'_>, node: &Node) -> fmt::Result {
+    /// Writes one node's right-hand side (`add %1, %2`).
+    pub fn write_node(&self, f: &mut impl fmt::Write, node: &Node) -> fmt::Result {
         match node {
             Node::ConstFloat(bits) => write!(f, "const {}", FloatText(f64::from_bits(*bits))),
             Node::ConstInt(v) => write!(f, "const {v}"),
             Node::Param(p) => write!(f, "param {}", self.params[p.0 as usize].name),
             Node::IndexValue(e) => write!(f, "index {}", self.extent(*e).name),
             Node::ExtentLen(e) => write!(f, "len {}", self.extent(*e).name),
+            Node::Var(v) => write!(f, "var v{}", v.0),
             Node::Load { tensor, index } => {
                 write!(f, "load {}[", self.tensor(*tensor).name)?;
                 for (i, idx) in index.iter().enumerate() {
@@ -163,6 +166,8 @@ pub fn unop_name(op: UnOp) -> &'static str {
         UnOp::Sigmoid => "sigmoid",
         UnOp::Softplus => "softplus",
         UnOp::Sign => "sign",
+        UnOp::Round => "round",
+        UnOp::Exp2 => "exp2",
     }
 }
 

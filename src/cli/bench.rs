@@ -7,7 +7,7 @@ use super::exec::{self, Engine};
 use super::tensor::HostTensor;
 use super::KernelArgs;
 use anyhow::{Context, Result, bail};
-use passfold_dsl::{Index, Kernel, Node, ScalarType, TensorKind, shape_of};
+use passfold_dsl::{Kernel, ScalarType, TensorKind, shape_of};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -129,7 +129,7 @@ fn generate(kernel: &Kernel, extents: &[i64]) -> Result<Vec<HostTensor>> {
         }
         let values: Vec<f64> = match t.ty {
             ScalarType::I32 => {
-                let bound = gather_bound(kernel, id, extents).max(1);
+                let bound = passfold_dsl::gather_limit(kernel, id, extents).unwrap_or(1).max(1);
                 (0..n).map(|_| rng.random_range(0..bound) as f64).collect()
             }
             _ => (0..n).map(|_| rng.random_range(-4.0..4.0)).collect(),
@@ -137,23 +137,6 @@ fn generate(kernel: &Kernel, extents: &[i64]) -> Result<Vec<HostTensor>> {
         out.push(HostTensor::from_f64(t.ty, shape, &values));
     }
     Ok(out)
-}
-
-/// The smallest dimension that a load of `tensor` is used to subscript.
-fn gather_bound(kernel: &Kernel, tensor: passfold_dsl::TensorId, extents: &[i64]) -> i64 {
-    let mut bound = i64::MAX;
-    for (_, node) in kernel.nodes.iter() {
-        let Node::Load { tensor: outer, index } = node else { continue };
-        for (d, idx) in index.iter().enumerate() {
-            let Index::Gather(g) = idx else { continue };
-            if matches!(&kernel.nodes[*g], Node::Load { tensor: t, .. } if *t == tensor)
-                && let Some((_, len)) = kernel.tensor(*outer).dims[d].layout(extents)
-            {
-                bound = bound.min(len);
-            }
-        }
-    }
-    if bound == i64::MAX { 1 } else { bound }
 }
 
 fn report_error(kernel: &Kernel, got: &[HostTensor], want: &[HostTensor]) {

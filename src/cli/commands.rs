@@ -40,7 +40,7 @@ pub fn load(args: &KernelArgs) -> Result<Option<Loaded>> {
     };
     match passfold_dsl::check(&src, &opts) {
         Ok(kernel) => {
-            let plan = passfold_dsl::plan(&kernel, PlanOptions { unfused: args.unfused });
+            let plan = passfold_dsl::plan(&kernel, PlanOptions { unfused: args.unfused, ..PlanOptions::default() });
             Ok(Some(Loaded { src, kernel, plan }))
         }
         Err(diags) => {

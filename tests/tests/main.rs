@@ -6,3 +6,4 @@ mod common;
 mod diagnostics;
 mod ir_snapshots;
 mod interp;
+mod planner;

@@ -1,0 +1,450 @@
+//! The planner: `fuse_reductions`, which derives fused sweeps by algebra.
+//!
+//! Assumes a verified [`Kernel`]. Guarantees a loop [`Program`] that computes
+//! what the kernel's statements compute (up to rounding, and up to the
+//! documented limits on all-`-inf` rows), with consecutive statements that
+//! share their row indices `R` and their reduced indices `A` fused into as few
+//! sweeps over `A` as the rules allow.
+//!
+//! How it works, in order:
+//! 1. **Inline** temporaries that vary along a reduced index and are read only
+//!    at the point they were defined (`s[h, i, j]` read inside `max[j]`): their
+//!    definition is substituted into their readers, so the fused sweep computes
+//!    them once per element instead of storing them.
+//! 2. **Group** consecutive statements: a reduction `t[R] = f(⊕_A g)` starts a
+//!    group `(R, A)`; later reductions over `A` whose indices contain `R` join
+//!    it (extra indices become vector accumulators, as attention's `o[h, i, e]`);
+//!    element-wise statements over `R ∪ A` and per-row statements over `R` join
+//!    it too. Anything else is planned alone, unfused.
+//! 3. **Phase** each member: a reduction that reads an earlier reduction of its
+//!    group needs a later sweep, unless a rule removes the dependency
+//!    (see [`crate::rules`]): exp-shift (running-max or two-pass accumulators),
+//!    shift of a max/min, linearity, moments around a mean (Welford).
+//! 4. **Emit** per group: loops over `R`, then per phase an init, one sweep over
+//!    `A` with every update of that phase in statement order, and a finish that
+//!    stores each member's value with its reductions replaced by accumulators.
+//!
+//! The planner never looks at a kernel's name and matches no whole kernel.
+
+use crate::arena::Handle;
+use crate::ir::*;
+use crate::lir::{Op, Program};
+use crate::rules::{self, Accumulator, Rewriter};
+use std::collections::HashMap;
+
+/// How exp-shifted sums keep their range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpShift {
+    /// Running-max rescaling when the shift is a max of the same sweep,
+    /// otherwise (mantissa, exponent) pairs.
+    #[default]
+    Auto,
+    /// Always the online normalizer (falls back to an extra sweep when the
+    /// shift is not a max computed in the same sweep).
+    RunningMax,
+    /// Always the Two-Pass (mantissa, exponent) accumulator.
+    TwoPass,
+}
+
+/// Planner choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FuseOptions {
+    /// The exp-shift representation.
+    pub exp_shift: ExpShift,
+}
+
+/// What the planner derived.
+#[derive(Debug, Clone)]
+pub struct Fused {
+    /// The kernel, with the nodes and scratch tensors the program added.
+    pub kernel: Kernel,
+    /// The loop program.
+    pub program: Program,
+    /// One line per rule applied: which dependency it removed, how.
+    pub rules: Vec<String>,
+}
+
+/// Statement facts the planner uses.
+#[derive(Debug, Clone)]
+struct Info {
+    /// LHS indices as a bit set.
+    lhs: u64,
+    /// Top-level reductions (not nested in another reduction).
+    tops: Vec<Handle<Node>>,
+    /// Their axes, if they all share one set; `None` if they differ.
+    axes: Option<Vec<ExtentId>>,
+}
+
+fn mask(ids: &[ExtentId]) -> u64 {
+    ids.iter().fold(0, |m, e| m | 1 << e.0)
+}
+
+/// The top-level reductions of a value, in evaluation order.
+pub(crate) fn top_reductions(kernel: &Kernel, root: Handle<Node>) -> Vec<Handle<Node>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(h) = stack.pop() {
+        if !seen.insert(h) {
+            continue;
+        }
+        match &kernel.nodes[h] {
+            Node::Reduce { .. } => out.push(h),
+            node => stack.extend(node.operands()),
+        }
+    }
+    out.sort();
+    out
+}
+
+fn info(kernel: &Kernel, stmt: &Stmt) -> Info {
+    let tops = top_reductions(kernel, stmt.value);
+    let mut axes: Option<Vec<ExtentId>> = None;
+    let mut same = true;
+    for &t in &tops {
+        if let Node::Reduce { axes: a, op, .. } = &kernel.nodes[t] {
+            if matches!(op, ReduceOp::TopK(_)) {
+                same = false;
+            }
+            match &axes {
+                None => axes = Some(a.clone()),
+                Some(prev) if mask(prev) != mask(a) => same = false,
+                Some(_) => {}
+            }
+        }
+    }
+    Info {
+        lhs: mask(&stmt.indices),
+        tops,
+        axes: if same { axes } else { None },
+    }
+}
+
+/// Plans `kernel` with fused sweeps.
+pub fn fuse_reductions(kernel: &Kernel, opts: &FuseOptions) -> Fused {
+    let mut rw = Rewriter::new(kernel);
+    let stmts = inline_temps(kernel, &mut rw);
+    let segments = group(&rw.kernel, &stmts);
+    let mut program = Program::default();
+    for seg in &segments {
+        match seg {
+            Segment::Alone(s) => program.body.extend(rules::unfused_nest(&rw.kernel, &stmts[*s])),
+            Segment::Group(g) => {
+                let ops = emit_group(&mut rw, &mut program, &stmts, g, opts);
+                program.body.extend(ops);
+            }
+        }
+    }
+    let rules = std::mem::take(&mut rw.rules);
+    let kernel = rw.finish();
+    crate::verify::verify(&kernel);
+    Fused { kernel, program, rules }
+}
+
+/// Substitutes inlinable temporaries into their readers. Returns the
+/// statements that remain (values rewritten), in order.
+fn inline_temps(kernel: &Kernel, rw: &mut Rewriter) -> Vec<Stmt> {
+    let infos: Vec<Info> = kernel.stmts.iter().map(|s| info(kernel, s)).collect();
+    let mut inlinable: HashMap<TensorId, usize> = HashMap::new();
+    for (d, stmt) in kernel.stmts.iter().enumerate() {
+        let t = kernel.tensor(stmt.tensor);
+        if t.kind != TensorKind::Temp || reads_inout(kernel, stmt.value) {
+            continue;
+        }
+        if is_inlinable(kernel, &infos, d) {
+            inlinable.insert(stmt.tensor, d);
+        }
+    }
+    let mut subst: HashMap<TensorId, Handle<Node>> = HashMap::new();
+    let mut out = Vec::new();
+    for stmt in &kernel.stmts {
+        let value = rw.substitute(stmt.value, &subst);
+        if inlinable.contains_key(&stmt.tensor) {
+            subst.insert(stmt.tensor, value);
+            let name = &kernel.tensor(stmt.tensor).name;
+            rw.rules.push(format!("inline `{name}`: recomputed in the sweeps that read it, never stored"));
+            continue;
+        }
+        out.push(Stmt {
+            value,
+            ..stmt.clone()
+        });
+    }
+    out
+}
+
+fn reads_inout(kernel: &Kernel, root: Handle<Node>) -> bool {
+    let mut stack = vec![root];
+    while let Some(h) = stack.pop() {
+        let node = &kernel.nodes[h];
+        if let Node::Load { tensor, .. } = node
+            && kernel.tensor(*tensor).kind == TensorKind::InOut
+        {
+            return true;
+        }
+        stack.extend(node.operands());
+    }
+    false
+}
+
+/// A temporary is inlined when every read of it is at its own indices and
+/// inside a top-level reduction over an index it varies along, whose
+/// statement covers all of its indices: then fusing computes it once per
+/// element of the sweep.
+fn is_inlinable(kernel: &Kernel, infos: &[Info], def: usize) -> bool {
+    let stmt = &kernel.stmts[def];
+    let tid = stmt.tensor;
+    let own = mask(&stmt.indices);
+    let plain: Vec<Index> = stmt.indices.iter().map(|e| Index::Affine(Affine::var(*e))).collect();
+    let mut any = false;
+    for (r, reader) in kernel.stmts.iter().enumerate().skip(def + 1) {
+        let info = &infos[r];
+        // Loads of the temp anywhere in the reader.
+        let mut loads = Vec::new();
+        let mut stack = vec![reader.value];
+        while let Some(h) = stack.pop() {
+            let node = &kernel.nodes[h];
+            if let Node::Load { tensor, index } = node
+                && *tensor == tid
+            {
+                loads.push((h, index.clone()));
+            }
+            stack.extend(node.operands());
+        }
+        if loads.is_empty() {
+            continue;
+        }
+        any = true;
+        let Some(axes) = &info.axes else { return false };
+        let a = mask(axes);
+        if loads.iter().any(|(_, idx)| *idx != plain) || own & a == 0 || own & !(info.lhs | a) != 0 {
+            return false;
+        }
+        // Every load must sit inside one of the top-level reductions.
+        let inside: std::collections::HashSet<Handle<Node>> =
+            info.tops.iter().flat_map(|&t| subtree(kernel, t)).collect();
+        if loads.iter().any(|(h, _)| !inside.contains(h)) {
+            return false;
+        }
+    }
+    any
+}
+
+pub(crate) fn subtree(kernel: &Kernel, root: Handle<Node>) -> Vec<Handle<Node>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(h) = stack.pop() {
+        if seen.insert(h) {
+            out.push(h);
+            stack.extend(kernel.nodes[h].operands());
+        }
+    }
+    out
+}
+
+/// A group of consecutive statements fused over one set of reduced indices.
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    /// Row indices, outermost first.
+    pub rows: Vec<ExtentId>,
+    /// Swept indices, outermost first.
+    pub axes: Vec<ExtentId>,
+    /// Member statements (indices into the remaining statements).
+    pub members: Vec<usize>,
+}
+
+enum Segment {
+    Alone(usize),
+    Group(Group),
+}
+
+fn group(kernel: &Kernel, stmts: &[Stmt]) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    let mut current: Option<Group> = None;
+    for (s, stmt) in stmts.iter().enumerate() {
+        let info = info(kernel, stmt);
+        if let Some(g) = &mut current {
+            let (r, a) = (mask(&g.rows), mask(&g.axes));
+            let joins = match (&info.axes, info.tops.is_empty()) {
+                (Some(axes), false) => mask(axes) == a && info.lhs & r == r && info.lhs & a == 0,
+                (_, true) => info.lhs == r | a || info.lhs == r,
+                (None, false) => false,
+            };
+            if joins {
+                g.members.push(s);
+                continue;
+            }
+            out.push(Segment::Group(current.take().expect("a current group")));
+        }
+        match (&info.axes, info.tops.is_empty()) {
+            (Some(axes), false) => {
+                current = Some(Group {
+                    rows: stmt.indices.clone(),
+                    axes: axes.clone(),
+                    members: vec![s],
+                });
+            }
+            (_, true) if !stmt.indices.is_empty() => {
+                // An element-wise statement sweeps its innermost index.
+                let (rows, last) = stmt.indices.split_at(stmt.indices.len() - 1);
+                current = Some(Group {
+                    rows: rows.to_vec(),
+                    axes: last.to_vec(),
+                    members: vec![s],
+                });
+            }
+            _ => out.push(Segment::Alone(s)),
+        }
+    }
+    if let Some(g) = current {
+        out.push(Segment::Group(g));
+    }
+    out
+}
+
+/// A member's place in its group's program.
+struct Member {
+    stmt: usize,
+    phase: usize,
+    /// One accumulator per top-level reduction (empty for element-wise and per-row members).
+    accs: Vec<(Handle<Node>, Accumulator)>,
+    elementwise: bool,
+}
+
+fn emit_group(rw: &mut Rewriter, program: &mut Program, stmts: &[Stmt], g: &Group, opts: &FuseOptions) -> Vec<Op> {
+    let r = mask(&g.rows);
+    let a = mask(&g.axes);
+    let mut phase_of: HashMap<TensorId, usize> = HashMap::new();
+    let mut pure_max: HashMap<TensorId, Handle<Node>> = HashMap::new();
+    // Phases of element-wise members: read at the same point of a sweep, so
+    // a reader needs the same phase or a later one, never an extra sweep.
+    let mut elem_phase: HashMap<TensorId, usize> = HashMap::new();
+    let mut members: Vec<Member> = Vec::new();
+    for &s in &g.members {
+        let stmt = &stmts[s];
+        let tops = top_reductions(&rw.kernel, stmt.value);
+        let scalars = rw.group_scalars_read(stmt.value, &phase_of);
+        let floor = scalars.iter().map(|t| phase_of[t]).max();
+        let elem_floor = rw.group_scalars_read(stmt.value, &elem_phase).iter().map(|t| elem_phase[t]).max().unwrap_or(0);
+        if tops.is_empty() {
+            let elementwise = mask(&stmt.indices) == r | a && a != 0;
+            let phase = match floor {
+                None => 0,
+                Some(p) if elementwise => p + 1,
+                Some(p) => p,
+            }
+            .max(elem_floor);
+            if elementwise {
+                elem_phase.insert(stmt.tensor, phase);
+            } else {
+                phase_of.insert(stmt.tensor, phase);
+            }
+            members.push(Member {
+                stmt: s,
+                phase,
+                accs: Vec::new(),
+                elementwise,
+            });
+            continue;
+        }
+        let mut accs = Vec::new();
+        let mut phase = floor.unwrap_or(0).max(elem_floor);
+        for &top in &tops {
+            let (acc, p) = rules::choose(rw, top, &g.axes, &phase_of, &pure_max, opts);
+            phase = phase.max(p);
+            accs.push((top, acc));
+        }
+        // Welford state is scalar: a vector-valued moment keeps its sweep.
+        let vector = mask(&stmt.indices) & !r != 0;
+        for (top, acc) in &mut accs {
+            if vector && matches!(acc, Accumulator::Welford { .. }) {
+                *acc = Accumulator::plain(&rw.kernel, *top);
+                phase = phase.max(floor.map_or(0, |p| p + 1));
+            }
+        }
+        // A running-max accumulator needs its max in the same sweep.
+        for (top, acc) in &mut accs {
+            if let Accumulator::OnlineSum { max, .. } = acc
+                && phase_of[max] != phase
+            {
+                *acc = Accumulator::plain(&rw.kernel, *top);
+            }
+        }
+        if let [(top, Accumulator::Plain { .. })] = accs.as_slice()
+            && stmt.value == *top
+            && matches!(rw.kernel.nodes[*top], Node::Reduce { op: ReduceOp::Max, .. })
+            && mask(&stmt.indices) == r
+        {
+            pure_max.insert(stmt.tensor, *top);
+        }
+        phase_of.insert(stmt.tensor, phase);
+        members.push(Member {
+            stmt: s,
+            phase,
+            accs,
+            elementwise: false,
+        });
+    }
+    let phases = members.iter().map(|m| m.phase).max().unwrap_or(0) + 1;
+    // Sequential semantics of in-place updates hold within one sweep (members
+    // run in statement order); across sweeps a member could run after a
+    // later statement's store, so such groups stay unfused.
+    let writes_inout = g.members.iter().any(|&s| rw.kernel.tensor(stmts[s].tensor).kind == TensorKind::InOut);
+    if writes_inout && phases > 1 {
+        rw.rules.push("in-place updates across sweeps: group left unfused".into());
+        return g.members.iter().flat_map(|&s| rules::unfused_nest(&rw.kernel, &stmts[s])).collect();
+    }
+    let mut body = Vec::new();
+    for p in 0..phases {
+        let in_phase: Vec<&Member> = members.iter().filter(|m| m.phase == p).collect();
+        let mut state = rules::SweepState::new(program, &g.rows, &g.axes);
+        for m in &in_phase {
+            for (_, acc) in &m.accs {
+                if let Accumulator::OnlineSum { max, .. } = acc {
+                    state.online_wanted.insert(*max);
+                }
+            }
+        }
+        let mut init = Vec::new();
+        let mut sweep = Vec::new();
+        let mut finish = Vec::new();
+        for m in &in_phase {
+            let stmt = &stmts[m.stmt];
+            if m.elementwise {
+                let value = stmt.value;
+                sweep.push(Op::Store {
+                    tensor: stmt.tensor,
+                    index: stmt.indices.clone(),
+                    value,
+                });
+                continue;
+            }
+            let mut replaced: HashMap<Handle<Node>, Handle<Node>> = HashMap::new();
+            for (top, acc) in &m.accs {
+                let ops = rules::emit_accumulator(rw, &mut state, stmt, *top, acc);
+                init.extend(ops.init);
+                sweep.extend(ops.update);
+                finish.extend(ops.before_finish);
+                replaced.insert(*top, ops.result);
+            }
+            let value = rw.replace(stmt.value, &replaced);
+            finish.extend(rules::store_over(stmt, value, &g.rows));
+        }
+        let sweep = state.wrap_sweep(rw, sweep);
+        body.extend(init);
+        if !sweep.is_empty() {
+            body.extend(sweep);
+        }
+        body.extend(finish);
+    }
+    let mut ops = body;
+    for &e in g.rows.iter().rev() {
+        ops = vec![Op::Loop {
+            index: e,
+            sweep: false,
+            body: ops,
+        }];
+    }
+    ops
+}

@@ -1,0 +1,168 @@
+//! The loop program of a plan: what the code generator lowers.
+//!
+//! A [`Program`] is a tree of [`Op`]s over the plan's kernel: loops over
+//! extents, assignments to scalar variables, and stores to tensors. Values are
+//! nodes of the kernel's arena (so the code generator has one expression
+//! lowering), read at the program point where they are used: a node that
+//! reads [`Node::Var`] sees the variable's current value, and a
+//! [`Node::Reduce`] left in a value is evaluated there by an inner loop.
+//!
+//! Invariants: a `Loop` binds its index for its body and the index is not
+//! already bound; the indices used by a value are bound at its op; every
+//! variable is set before it is read.
+
+use crate::arena::Handle;
+use crate::ir::*;
+use std::fmt;
+
+/// A scalar variable of a program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Var {
+    /// A readable name for the text form (`m.run`, `s.acc`).
+    pub name: String,
+    /// Its type.
+    pub ty: ScalarType,
+}
+
+/// One step of a loop program.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// `for index in 0..len(index) { body }`.
+    Loop {
+        /// The index bound by the loop.
+        index: ExtentId,
+        /// Whether this loop is a sweep over a reduced index (for the text
+        /// form and the pass count).
+        sweep: bool,
+        /// The body.
+        body: Vec<Op>,
+    },
+    /// `var = value`.
+    Set {
+        /// The variable.
+        var: VarId,
+        /// The value.
+        value: Handle<Node>,
+    },
+    /// `tensor[index] = value`, each subscript a bound index variable.
+    Store {
+        /// The tensor written.
+        tensor: TensorId,
+        /// Subscripts.
+        index: Vec<ExtentId>,
+        /// The value.
+        value: Handle<Node>,
+    },
+}
+
+/// A loop program.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Program {
+    /// Its variables.
+    pub vars: Vec<Var>,
+    /// Its top-level ops.
+    pub body: Vec<Op>,
+}
+
+impl Program {
+    /// Adds a variable.
+    pub fn var(&mut self, name: impl Into<String>, ty: ScalarType) -> VarId {
+        self.vars.push(Var { name: name.into(), ty });
+        VarId(self.vars.len() as u32 - 1)
+    }
+
+    /// Writes the program with the kernel's names, one op per line, and
+    /// every node a value uses that is not a plain leaf printed before it.
+    pub fn write(&self, f: &mut impl fmt::Write, kernel: &Kernel) -> fmt::Result {
+        let mut printed = vec![false; kernel.nodes.len()];
+        let reads_var = reads_vars(kernel);
+        self.write_ops(f, kernel, &self.body, 1, &mut printed, &reads_var)
+    }
+
+    fn write_ops(
+        &self,
+        f: &mut impl fmt::Write,
+        kernel: &Kernel,
+        ops: &[Op],
+        depth: usize,
+        printed: &mut Vec<bool>,
+        reads_var: &[bool],
+    ) -> fmt::Result {
+        let pad = "  ".repeat(depth);
+        for op in ops {
+            match op {
+                Op::Loop { index, sweep, body } => {
+                    let kind = if *sweep { " sweep" } else { "" };
+                    writeln!(f, "{pad}for {}{kind} {{", kernel.extent(*index).name)?;
+                    // Nodes printed inside a loop are scoped to it.
+                    let mut inner = printed.clone();
+                    self.write_ops(f, kernel, body, depth + 1, &mut inner, reads_var)?;
+                    writeln!(f, "{pad}}}")?;
+                }
+                Op::Set { var, value } => {
+                    self.write_nodes(f, kernel, *value, &pad, printed)?;
+                    writeln!(f, "{pad}{} = {value}", self.var_name(*var))?;
+                    // A node that reads a variable means its value at each
+                    // use: print it again after the variable changes.
+                    for (p, r) in printed.iter_mut().zip(reads_var) {
+                        *p &= !r;
+                    }
+                }
+                Op::Store { tensor, index, value } => {
+                    self.write_nodes(f, kernel, *value, &pad, printed)?;
+                    write!(f, "{pad}{}", kernel.tensor(*tensor).name)?;
+                    kernel.write_indices(f, index)?;
+                    writeln!(f, " = {value}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn var_name(&self, v: VarId) -> String {
+        format!("v{}:{}", v.0, self.vars[v.0 as usize].name)
+    }
+
+    fn write_nodes(
+        &self,
+        f: &mut impl fmt::Write,
+        kernel: &Kernel,
+        root: Handle<Node>,
+        pad: &str,
+        printed: &mut [bool],
+    ) -> fmt::Result {
+        let mut need = vec![false; root.index() + 1];
+        need[root.index()] = true;
+        for i in (0..=root.index()).rev() {
+            if !need[i] || printed[i] {
+                continue;
+            }
+            for op in kernel.nodes[Handle::from_index(i)].operands() {
+                need[op.index()] = true;
+            }
+        }
+        for (i, &needed) in need.iter().enumerate() {
+            if !needed || printed[i] {
+                continue;
+            }
+            printed[i] = true;
+            let h: Handle<Node> = Handle::from_index(i);
+            write!(f, "{pad}{h}: {} = ", kernel.ty(h))?;
+            match &kernel.nodes[h] {
+                Node::Var(v) => write!(f, "var {}", self.var_name(*v))?,
+                node => kernel.write_node(f, node)?,
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// For every node, whether its value depends on a program variable.
+pub fn reads_vars(kernel: &Kernel) -> Vec<bool> {
+    let mut out = vec![false; kernel.nodes.len()];
+    for (h, node) in kernel.nodes.iter() {
+        out[h.index()] = matches!(node, Node::Var(_)) || node.operands().iter().any(|o| out[o.index()]);
+    }
+    out
+}

@@ -1,0 +1,955 @@
+//! The separability rules and the accumulators they produce.
+//!
+//! A reduction `R_b = ⊕_A f(x, R_a)` that reads an earlier reduction `R_a` of
+//! its sweep can still be computed in the same sweep when `f` depends on
+//! `R_a` only through a separable factor. Each rule below states its identity;
+//! [`choose`] tries them in order and otherwise keeps the extra sweep.
+//!
+//! - **exp-shift** `Σ p·exp(q - m) = exp(-m)·Σ p·exp(q)`, kept range-safe by
+//!   either the *running-max* accumulator (online normalizer, Milakov &
+//!   Gimelshein: when `m = max_A e` is in the same sweep, `S ← S·exp(m - m') +
+//!   p·exp(q - m')`) or the *two-pass* accumulator (Dukhan & Ablavatski:
+//!   `exp(q) = μ·2^k`, accumulated as `(S, E)` with `S ← S·2^(E - E') + p·μ·2^(k - E')`).
+//! - **shift of max/min** `max(g + c) = max(g) + c`.
+//! - **linearity** `Σ (a·g + c) = a·Σ g + c·N` (and for `mean`).
+//! - **moments** `Σ (g - c)² = M2 + N·(ḡ - c)²` with Welford's `(N, ḡ, M2)`,
+//!   never the cancelling `Σg² - N·ḡ²`.
+//!
+//! Every accumulator has an identity, an update, a combine (merging two
+//! partial states; used by vector lanes and threads in later work, and
+//! documented with each variant) and a finish.
+
+use crate::arena::Handle;
+use crate::fuse::{ExpShift, FuseOptions};
+use crate::ir::*;
+use crate::lir::{Op, Program};
+use std::collections::{HashMap, HashSet};
+
+/// An accumulator the planner chose for one top-level reduction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Accumulator {
+    /// `acc = acc ⊕ arg`. Combine: `⊕`.
+    Plain {
+        /// The reduction.
+        op: ReduceOp,
+        /// Its argument.
+        arg: Handle<Node>,
+    },
+    /// `Σ p·exp(q - m)` with `m` a max of the same sweep. State `(m, S)`;
+    /// combine `(m_a, S_a) ⊕ (m_b, S_b) = (m, S_a·e^(m_a - m) + S_b·e^(m_b - m))`, `m = max(m_a, m_b)`.
+    OnlineSum {
+        /// The max's tensor.
+        max: TensorId,
+        /// The factor outside the exponential.
+        p: Handle<Node>,
+        /// The exponent before the shift.
+        q: Handle<Node>,
+    },
+    /// `Σ p·exp(q - m)` for any per-row `m` finished by the end of the sweep.
+    /// State `(S, E)`; combine `(S_a, E_a) ⊕ (S_b, E_b) = (S_a·2^(E_a - E) + S_b·2^(E_b - E), E)`, `E = max`.
+    TwoPassSum {
+        /// The load of the shift `m`.
+        shift: Handle<Node>,
+        /// The factor outside the exponential.
+        p: Handle<Node>,
+        /// The exponent before the shift.
+        q: Handle<Node>,
+    },
+    /// `max(g + sign·c)` (or `min`) as `max(g) + sign·c`. Combine: `max`.
+    Shift {
+        /// `Max` or `Min`.
+        op: ReduceOp,
+        /// The varying part.
+        g: Handle<Node>,
+        /// The per-row part.
+        c: Handle<Node>,
+        /// Whether `c` is subtracted.
+        negate: bool,
+    },
+    /// `Σ (a·g + c)` as `a·Σ g + c·N` (`mean`: `a·mean g + c`). Combine: `+`.
+    Linear {
+        /// `Sum` or `Mean`.
+        op: ReduceOp,
+        /// The per-row scale.
+        a: Handle<Node>,
+        /// The varying part.
+        g: Handle<Node>,
+        /// The per-row offset.
+        c: Handle<Node>,
+    },
+    /// `Σ (g - c)²` (or `mean`) from Welford's `(N, ḡ, M2)`; combine is Chan's:
+    /// `N = N_a + N_b`, `δ = ḡ_b - ḡ_a`, `ḡ = ḡ_a + δ·N_b/N`, `M2 = M2_a + M2_b + δ²·N_a·N_b/N`.
+    Welford {
+        /// `Sum` or `Mean`.
+        op: ReduceOp,
+        /// The varying part.
+        g: Handle<Node>,
+        /// The per-row center.
+        c: Handle<Node>,
+        /// Whether `c` is exactly `mean_A g` (then the correction term is 0).
+        exact: bool,
+    },
+}
+
+impl Accumulator {
+    /// The plain accumulator of a reduction node.
+    pub fn plain(kernel: &Kernel, top: Handle<Node>) -> Accumulator {
+        match &kernel.nodes[top] {
+            Node::Reduce { op, arg, .. } => Accumulator::Plain { op: *op, arg: *arg },
+            _ => unreachable!("accumulators are made for reductions"),
+        }
+    }
+}
+
+/// Adds nodes to a kernel being planned (hash-consed), and records the rules applied.
+#[derive(Debug, Clone)]
+pub struct Rewriter {
+    /// The kernel with every node added so far.
+    pub kernel: Kernel,
+    dedup: HashMap<Node, Handle<Node>>,
+    free: Vec<u64>,
+    reads_var: Vec<bool>,
+    /// Rule descriptions, in the order applied.
+    pub rules: Vec<String>,
+}
+
+impl Rewriter {
+    /// Starts from a kernel.
+    pub fn new(kernel: &Kernel) -> Self {
+        let mut dedup = HashMap::new();
+        for (h, n) in kernel.nodes.iter() {
+            dedup.entry(n.clone()).or_insert(h);
+        }
+        let free = kernel.free_indices();
+        Rewriter {
+            kernel: kernel.clone(),
+            dedup,
+            reads_var: vec![false; free.len()],
+            free,
+            rules: Vec::new(),
+        }
+    }
+
+    /// The kernel with the added nodes.
+    pub fn finish(self) -> Kernel {
+        self.kernel
+    }
+
+    /// Adds a node (or finds the equal one).
+    pub fn add(&mut self, node: Node, ty: ScalarType) -> Handle<Node> {
+        if let Some(&h) = self.dedup.get(&node) {
+            return h;
+        }
+        let mut free = 0u64;
+        let mut var = matches!(node, Node::Var(_));
+        match &node {
+            Node::IndexValue(e) => free |= 1 << e.0,
+            Node::Load { index, .. } => {
+                for i in index {
+                    match i {
+                        Index::Affine(a) => a.terms.iter().for_each(|(v, _)| free |= 1 << v.0),
+                        Index::Gather(g) => {
+                            free |= self.free[g.index()];
+                            var |= self.reads_var[g.index()];
+                        }
+                    }
+                }
+            }
+            Node::Reduce { axes, arg, .. } => {
+                free = self.free[arg.index()] & !axes.iter().fold(0, |m, a| m | 1 << a.0);
+                var |= self.reads_var[arg.index()];
+            }
+            other => {
+                for o in other.operands() {
+                    free |= self.free[o.index()];
+                    var |= self.reads_var[o.index()];
+                }
+            }
+        }
+        let span = node.operands().first().map(|o| self.kernel.span(*o)).unwrap_or_default();
+        let h = self.kernel.nodes.append(node.clone());
+        self.kernel.node_types.push(ty);
+        self.kernel.node_spans.push(span);
+        self.free.push(free);
+        self.reads_var.push(var);
+        self.dedup.insert(node, h);
+        h
+    }
+
+    /// The free index variables of a node.
+    pub fn free(&self, h: Handle<Node>) -> u64 {
+        self.free[h.index()]
+    }
+
+    fn ty(&self, h: Handle<Node>) -> ScalarType {
+        self.kernel.ty(h)
+    }
+
+    /// A float constant of type `ty`.
+    pub fn float(&mut self, v: f64, ty: ScalarType) -> Handle<Node> {
+        self.add(Node::ConstFloat(v.to_bits()), ty)
+    }
+
+    /// `op(a, b)` typed as `a`.
+    pub fn bin(&mut self, op: BinOp, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
+        let ty = self.ty(a);
+        self.add(Node::Binary(op, a, b), ty)
+    }
+
+    /// `op(a)` typed as `a`.
+    pub fn un(&mut self, op: UnOp, a: Handle<Node>) -> Handle<Node> {
+        let ty = self.ty(a);
+        self.add(Node::Unary(op, a), ty)
+    }
+
+    /// `a == b`.
+    pub fn eq(&mut self, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
+        self.add(Node::Cmp(CmpOp::Eq, a, b), ScalarType::Bool)
+    }
+
+    /// `select(c, a, b)`.
+    pub fn select(&mut self, c: Handle<Node>, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
+        let ty = self.ty(a);
+        self.add(Node::Select(c, a, b), ty)
+    }
+
+    /// The value of a variable.
+    pub fn var(&mut self, v: VarId, ty: ScalarType) -> Handle<Node> {
+        self.add(Node::Var(v), ty)
+    }
+
+    /// The number of points of `axes`, as a float of type `ty`.
+    pub fn count(&mut self, axes: &[ExtentId], ty: ScalarType) -> Handle<Node> {
+        let mut n: Option<Handle<Node>> = None;
+        for &a in axes {
+            let len = self.add(Node::ExtentLen(a), ScalarType::I32);
+            let f = self.add(Node::Cast(ty, len), ty);
+            n = Some(match n {
+                None => f,
+                Some(prev) => self.bin(BinOp::Mul, prev, f),
+            });
+        }
+        n.unwrap_or_else(|| self.float(1.0, ty))
+    }
+
+    /// Rebuilds `root` with `map` applied to nodes (bottom-up).
+    pub fn replace(&mut self, root: Handle<Node>, map: &HashMap<Handle<Node>, Handle<Node>>) -> Handle<Node> {
+        if map.is_empty() {
+            return root;
+        }
+        let mut memo = HashMap::new();
+        self.rebuild(root, &mut |_, h| map.get(&h).copied(), &mut memo)
+    }
+
+    /// Rebuilds `root` with each plain load of a tensor in `subst` replaced by its value.
+    pub fn substitute(&mut self, root: Handle<Node>, subst: &HashMap<TensorId, Handle<Node>>) -> Handle<Node> {
+        if subst.is_empty() {
+            return root;
+        }
+        let mut memo = HashMap::new();
+        self.rebuild(
+            root,
+            &mut |k: &Kernel, h| match &k.nodes[h] {
+                Node::Load { tensor, .. } => subst.get(tensor).copied(),
+                _ => None,
+            },
+            &mut memo,
+        )
+    }
+
+    fn rebuild(
+        &mut self,
+        h: Handle<Node>,
+        f: &mut dyn FnMut(&Kernel, Handle<Node>) -> Option<Handle<Node>>,
+        memo: &mut HashMap<Handle<Node>, Handle<Node>>,
+    ) -> Handle<Node> {
+        if let Some(&r) = memo.get(&h) {
+            return r;
+        }
+        if let Some(r) = f(&self.kernel, h) {
+            memo.insert(h, r);
+            return r;
+        }
+        let node = self.kernel.nodes[h].clone();
+        let ty = self.ty(h);
+        let mut go = |s: &mut Self, x: Handle<Node>| s.rebuild(x, f, memo);
+        let new = match node {
+            Node::Load { tensor, index } => {
+                let index = index
+                    .into_iter()
+                    .map(|i| match i {
+                        Index::Gather(g) => Index::Gather(go(self, g)),
+                        a => a,
+                    })
+                    .collect();
+                Node::Load { tensor, index }
+            }
+            Node::Unary(op, a) => Node::Unary(op, go(self, a)),
+            Node::Binary(op, a, b) => {
+                let a = go(self, a);
+                Node::Binary(op, a, go(self, b))
+            }
+            Node::Cmp(op, a, b) => {
+                let a = go(self, a);
+                Node::Cmp(op, a, go(self, b))
+            }
+            Node::Select(c, a, b) => {
+                let c = go(self, c);
+                let a = go(self, a);
+                Node::Select(c, a, go(self, b))
+            }
+            Node::Powf(a, p) => Node::Powf(go(self, a), p),
+            Node::Cast(t, a) => Node::Cast(t, go(self, a)),
+            Node::Reduce { op, axes, arg } => Node::Reduce { op, axes, arg: go(self, arg) },
+            leaf => leaf,
+        };
+        let r = self.add(new, ty);
+        memo.insert(h, r);
+        r
+    }
+
+    /// The group scalars (tensors in `phase_of`) that `root` loads.
+    pub fn group_scalars_read(&self, root: Handle<Node>, phase_of: &HashMap<TensorId, usize>) -> Vec<TensorId> {
+        let mut out = Vec::new();
+        for h in crate::fuse::subtree(&self.kernel, root) {
+            if let Node::Load { tensor, .. } = &self.kernel.nodes[h]
+                && phase_of.contains_key(tensor)
+                && !out.contains(tensor)
+            {
+                out.push(*tensor);
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// Chooses the accumulator of a top-level reduction and the earliest phase
+/// it can run in.
+pub fn choose(
+    rw: &mut Rewriter,
+    top: Handle<Node>,
+    axes: &[ExtentId],
+    phase_of: &HashMap<TensorId, usize>,
+    pure_max: &HashMap<TensorId, Handle<Node>>,
+    opts: &FuseOptions,
+) -> (Accumulator, usize) {
+    let Node::Reduce { op, arg, .. } = rw.kernel.nodes[top].clone() else {
+        unreachable!("choose is called on reductions")
+    };
+    let deps = rw.group_scalars_read(arg, phase_of);
+    if deps.is_empty() {
+        return (Accumulator::Plain { op, arg }, 0);
+    }
+    let latest = deps.iter().map(|t| phase_of[t]).max().unwrap_or(0);
+    let names = |rw: &Rewriter| deps.iter().map(|t| format!("`{}`", rw.kernel.tensor(*t).name)).collect::<Vec<_>>().join(", ");
+    let free_of_deps = |rw: &Rewriter, h: Handle<Node>| rw.group_scalars_read(h, phase_of).is_empty();
+    let a_mask = axes.iter().fold(0u64, |m, a| m | 1 << a.0);
+    if deps.len() == 1 {
+        let m = deps[0];
+        let m_name = rw.kernel.tensor(m).name.clone();
+        let phase = phase_of[&m];
+        if op == ReduceOp::Sum
+            && let Some((p, q, shift)) = match_exp_shift(rw, arg, m)
+            && free_of_deps(rw, p)
+            && free_of_deps(rw, q)
+        {
+            let online_ok = pure_max.contains_key(&m) && opts.exp_shift != ExpShift::TwoPass;
+            if online_ok {
+                rw.rules.push(format!(
+                    "exp-shift: a sum reads `{m_name}` only as exp(q - {m_name}); running-max accumulator, since `{m_name}` is a max in the same sweep"
+                ));
+                return (Accumulator::OnlineSum { max: m, p, q }, phase);
+            }
+            if opts.exp_shift != ExpShift::RunningMax {
+                let why = if opts.exp_shift == ExpShift::TwoPass { "asked for" } else { "the shift is not a max of this sweep" };
+                rw.rules.push(format!(
+                    "exp-shift: a sum reads `{m_name}` only as exp(q - {m_name}); two-pass (mantissa, exponent) accumulator ({why})"
+                ));
+                return (Accumulator::TwoPassSum { shift, p, q }, phase);
+            }
+        }
+        if matches!(op, ReduceOp::Sum | ReduceOp::Mean)
+            && let Some((g, c)) = match_square_deviation(rw, arg)
+            && free_of_deps(rw, g)
+            && rw.free(c) & a_mask == 0
+        {
+            let exact = is_mean_of(rw, c, g, axes);
+            rw.rules.push(format!(
+                "moments: a {} of (g - {m_name})² merges Welford states (N, mean, M2){}",
+                if op == ReduceOp::Sum { "sum" } else { "mean" },
+                if exact { ", and `{m}` is mean(g), so no correction term".replace("{m}", &m_name) } else { String::new() }
+            ));
+            return (Accumulator::Welford { op, g, c, exact }, phase);
+        }
+        if matches!(op, ReduceOp::Max | ReduceOp::Min)
+            && let Some((g, c, negate)) = match_shift(rw, arg, a_mask)
+            && free_of_deps(rw, g)
+        {
+            rw.rules.push(format!("shift: {}(g ± {m_name}) = {}(g) ± {m_name}", reduce_word(op), reduce_word(op)));
+            return (Accumulator::Shift { op, g, c, negate }, phase);
+        }
+        if matches!(op, ReduceOp::Sum | ReduceOp::Mean)
+            && let Some((a, g, c)) = match_linear(rw, arg, a_mask)
+            && free_of_deps(rw, g)
+        {
+            rw.rules.push(format!("linearity: Σ(a·g + c) = a·Σg + c·N, with a, c per row (from `{m_name}`)"));
+            return (Accumulator::Linear { op, a, g, c }, phase);
+        }
+    }
+    let n = names(rw);
+    rw.rules.push(format!("no rule: a {} reads {n} in a way no rule separates; it keeps an extra sweep", reduce_word(op)));
+    (Accumulator::Plain { op, arg }, latest + 1)
+}
+
+fn reduce_word(op: ReduceOp) -> &'static str {
+    match op {
+        ReduceOp::Sum => "sum",
+        ReduceOp::Max => "max",
+        ReduceOp::Min => "min",
+        ReduceOp::Mean => "mean",
+        ReduceOp::TopK(_) => "topk",
+    }
+}
+
+fn loads_tensor(rw: &Rewriter, h: Handle<Node>, t: TensorId) -> bool {
+    matches!(&rw.kernel.nodes[h], Node::Load { tensor, .. } if *tensor == t)
+}
+
+/// Matches `f = p·exp(q - m)`: returns `(p, q, the load of m)`.
+fn match_exp_shift(rw: &mut Rewriter, f: Handle<Node>, m: TensorId) -> Option<(Handle<Node>, Handle<Node>, Handle<Node>)> {
+    let ty = rw.kernel.ty(f);
+    match rw.kernel.nodes[f].clone() {
+        Node::Unary(UnOp::Exp, arg) => match rw.kernel.nodes[arg].clone() {
+            Node::Binary(BinOp::Sub, q, load) if loads_tensor(rw, load, m) => Some((rw.float(1.0, ty), q, load)),
+            _ => None,
+        },
+        Node::Binary(BinOp::Mul, a, b) => {
+            if let Some((p, q, l)) = match_exp_shift(rw, b, m) {
+                let p = if is_one(rw, p) { a } else { rw.bin(BinOp::Mul, a, p) };
+                Some((p, q, l))
+            } else {
+                let (p, q, l) = match_exp_shift(rw, a, m)?;
+                let p = if is_one(rw, p) { b } else { rw.bin(BinOp::Mul, p, b) };
+                Some((p, q, l))
+            }
+        }
+        Node::Binary(BinOp::Div, a, b) => {
+            let (p, q, l) = match_exp_shift(rw, a, m)?;
+            Some((rw.bin(BinOp::Div, p, b), q, l))
+        }
+        Node::Select(c, a, b) if is_zero(rw, b) => {
+            let (p, q, l) = match_exp_shift(rw, a, m)?;
+            let zero = rw.float(0.0, ty);
+            Some((rw.select(c, p, zero), q, l))
+        }
+        _ => None,
+    }
+}
+
+fn is_one(rw: &Rewriter, h: Handle<Node>) -> bool {
+    matches!(rw.kernel.nodes[h], Node::ConstFloat(b) if f64::from_bits(b) == 1.0)
+}
+
+fn is_zero(rw: &Rewriter, h: Handle<Node>) -> bool {
+    matches!(rw.kernel.nodes[h], Node::ConstFloat(b) if f64::from_bits(b) == 0.0)
+}
+
+/// Matches `(g - c)²` as `pow(g - c, 2)` or `(g - c)·(g - c)`.
+fn match_square_deviation(rw: &Rewriter, f: Handle<Node>) -> Option<(Handle<Node>, Handle<Node>)> {
+    let base = match &rw.kernel.nodes[f] {
+        Node::Powf(b, p) if f64::from_bits(*p) == 2.0 => *b,
+        Node::Binary(BinOp::Mul, a, b) if a == b => *a,
+        _ => return None,
+    };
+    match &rw.kernel.nodes[base] {
+        Node::Binary(BinOp::Sub, g, c) => Some((*g, *c)),
+        _ => None,
+    }
+}
+
+/// Whether `c` loads a tensor whose only statement value is `mean_axes g`.
+fn is_mean_of(rw: &Rewriter, c: Handle<Node>, g: Handle<Node>, axes: &[ExtentId]) -> bool {
+    let Node::Load { tensor, .. } = &rw.kernel.nodes[c] else { return false };
+    rw.kernel.stmts.iter().any(|s| {
+        s.tensor == *tensor
+            && matches!(&rw.kernel.nodes[s.value], Node::Reduce { op: ReduceOp::Mean, axes: a, arg } if *arg == g && a == axes)
+    })
+}
+
+/// Matches `g + c`, `c + g` or `g - c` with `c` constant along the swept indices.
+fn match_shift(rw: &Rewriter, f: Handle<Node>, a_mask: u64) -> Option<(Handle<Node>, Handle<Node>, bool)> {
+    match &rw.kernel.nodes[f] {
+        Node::Binary(BinOp::Add, x, y) if rw.free(*y) & a_mask == 0 => Some((*x, *y, false)),
+        Node::Binary(BinOp::Add, x, y) if rw.free(*x) & a_mask == 0 => Some((*y, *x, false)),
+        Node::Binary(BinOp::Sub, x, y) if rw.free(*y) & a_mask == 0 => Some((*x, *y, true)),
+        _ => None,
+    }
+}
+
+/// Matches `a·g + c` (and `a·g`, `g·a`, `g/a`, `g + c`, `g - c`) with `a`, `c`
+/// constant along the swept indices.
+fn match_linear(rw: &mut Rewriter, f: Handle<Node>, a_mask: u64) -> Option<(Handle<Node>, Handle<Node>, Handle<Node>)> {
+    let ty = rw.kernel.ty(f);
+    let row = |rw: &Rewriter, h: Handle<Node>| rw.free(h) & a_mask == 0;
+    let (scaled, c) = match rw.kernel.nodes[f].clone() {
+        Node::Binary(BinOp::Add, x, y) if row(rw, y) => (x, y),
+        Node::Binary(BinOp::Add, x, y) if row(rw, x) => (y, x),
+        Node::Binary(BinOp::Sub, x, y) if row(rw, y) => (x, rw.un(UnOp::Neg, y)),
+        _ => (f, rw.float(0.0, ty)),
+    };
+    let (a, g) = match rw.kernel.nodes[scaled].clone() {
+        Node::Binary(BinOp::Mul, x, y) if row(rw, x) => (x, y),
+        Node::Binary(BinOp::Mul, x, y) if row(rw, y) => (y, x),
+        Node::Binary(BinOp::Div, x, y) if row(rw, y) => {
+            let one = rw.float(1.0, ty);
+            (rw.bin(BinOp::Div, one, y), x)
+        }
+        _ => (rw.float(1.0, ty), scaled),
+    };
+    if g == f {
+        return None;
+    }
+    Some((a, g, c))
+}
+
+/// The ops one accumulator contributes to its phase, and the node that
+/// replaces its reduction in the statement's value at the finish.
+pub struct AccOps {
+    /// Before the sweep.
+    pub init: Vec<Op>,
+    /// In the sweep body.
+    pub update: Vec<Op>,
+    /// After the sweep, before the statement's store.
+    pub before_finish: Vec<Op>,
+    /// The finished value.
+    pub result: Handle<Node>,
+}
+
+/// Per-phase emission state: variables hoisted in the sweep body, ops
+/// deferred to its end, and the running-max state shared by online sums.
+pub struct SweepState<'p> {
+    program: &'p mut Program,
+    rows: Vec<ExtentId>,
+    axes: Vec<ExtentId>,
+    hoisted: HashMap<Handle<Node>, Handle<Node>>,
+    end: Vec<Op>,
+    online: HashMap<TensorId, (Handle<Node>, Handle<Node>)>,
+    /// Max tensors that online sums of this phase rescale against.
+    pub online_wanted: HashSet<TensorId>,
+}
+
+impl<'p> SweepState<'p> {
+    /// State for one phase of a group.
+    pub fn new(program: &'p mut Program, rows: &[ExtentId], axes: &[ExtentId]) -> Self {
+        SweepState {
+            program,
+            rows: rows.to_vec(),
+            axes: axes.to_vec(),
+            hoisted: HashMap::new(),
+            end: Vec::new(),
+            online: HashMap::new(),
+            online_wanted: HashSet::new(),
+        }
+    }
+
+    /// Wraps a sweep body (and the deferred ops) in the loops over the swept indices.
+    pub fn wrap_sweep(mut self, _rw: &mut Rewriter, mut body: Vec<Op>) -> Vec<Op> {
+        if body.is_empty() {
+            return body;
+        }
+        body.append(&mut self.end);
+        for &a in self.axes.iter().rev() {
+            body = vec![Op::Loop {
+                index: a,
+                sweep: true,
+                body,
+            }];
+        }
+        body
+    }
+
+    /// Computes `value` once into a variable in the sweep body (if it is not
+    /// trivial) and returns the node to use instead.
+    fn hoist(&mut self, rw: &mut Rewriter, ops: &mut Vec<Op>, value: Handle<Node>, name: &str) -> Handle<Node> {
+        let value = rw.replace(value, &self.hoisted);
+        if is_leaf(rw, value) || reads_inout(rw, value) {
+            return value;
+        }
+        let ty = rw.kernel.ty(value);
+        let v = self.program.var(name, ty);
+        ops.push(Op::Set { var: v, value });
+        let read = rw.var(v, ty);
+        self.hoisted.insert(value, read);
+        read
+    }
+}
+
+fn is_leaf(rw: &Rewriter, h: Handle<Node>) -> bool {
+    matches!(
+        rw.kernel.nodes[h],
+        Node::ConstFloat(_) | Node::ConstInt(_) | Node::Param(_) | Node::IndexValue(_) | Node::ExtentLen(_) | Node::Var(_)
+    )
+}
+
+fn reads_inout(rw: &Rewriter, h: Handle<Node>) -> bool {
+    crate::fuse::subtree(&rw.kernel, h).into_iter().any(|n| {
+        matches!(&rw.kernel.nodes[n], Node::Load { tensor, .. } if rw.kernel.tensor(*tensor).kind == TensorKind::InOut)
+    })
+}
+
+/// A place that holds one accumulator component: a variable, or a scratch
+/// tensor over the statement's extra (vector) indices.
+#[derive(Clone)]
+enum Slot {
+    Var(VarId),
+    Array(TensorId, Vec<ExtentId>),
+}
+
+fn slot(rw: &mut Rewriter, state: &mut SweepState, stmt: &Stmt, name: &str, ty: ScalarType) -> Slot {
+    let vec_idx: Vec<ExtentId> = stmt.indices.iter().copied().filter(|e| !state.rows.contains(e)).collect();
+    if vec_idx.is_empty() {
+        return Slot::Var(state.program.var(name, ty));
+    }
+    rw.kernel.tensors.push(Tensor {
+        name: name.to_string(),
+        kind: TensorKind::Temp,
+        ty,
+        dims: vec_idx.iter().map(|e| Dim(Affine::var(*e))).collect(),
+        pad: None,
+    });
+    Slot::Array(TensorId(rw.kernel.tensors.len() as u32 - 1), vec_idx)
+}
+
+fn read(rw: &mut Rewriter, s: &Slot, ty: ScalarType) -> Handle<Node> {
+    match s {
+        Slot::Var(v) => rw.var(*v, ty),
+        Slot::Array(t, idx) => rw.add(
+            Node::Load {
+                tensor: *t,
+                index: idx.iter().map(|e| Index::Affine(Affine::var(*e))).collect(),
+            },
+            ty,
+        ),
+    }
+}
+
+fn write(s: &Slot, value: Handle<Node>) -> Op {
+    match s {
+        Slot::Var(v) => Op::Set { var: *v, value },
+        Slot::Array(t, idx) => Op::Store {
+            tensor: *t,
+            index: idx.clone(),
+            value,
+        },
+    }
+}
+
+/// Wraps ops that touch array slots in loops over the vector indices.
+fn over_vector(s: &Slot, ops: Vec<Op>) -> Vec<Op> {
+    match s {
+        Slot::Var(_) => ops,
+        Slot::Array(_, idx) => {
+            let mut ops = ops;
+            for &e in idx.iter().rev() {
+                ops = vec![Op::Loop {
+                    index: e,
+                    sweep: false,
+                    body: ops,
+                }];
+            }
+            ops
+        }
+    }
+}
+
+fn identity(op: ReduceOp) -> f64 {
+    match op {
+        ReduceOp::Sum | ReduceOp::Mean => 0.0,
+        ReduceOp::Max | ReduceOp::TopK(_) => f64::NEG_INFINITY,
+        ReduceOp::Min => f64::INFINITY,
+    }
+}
+
+fn combine(rw: &mut Rewriter, op: ReduceOp, acc: Handle<Node>, x: Handle<Node>) -> Handle<Node> {
+    match op {
+        ReduceOp::Sum | ReduceOp::Mean => rw.bin(BinOp::Add, acc, x),
+        ReduceOp::Max | ReduceOp::TopK(_) => rw.bin(BinOp::Max, acc, x),
+        ReduceOp::Min => rw.bin(BinOp::Min, acc, x),
+    }
+}
+
+/// Emits one accumulator of `stmt`'s reduction `top`.
+pub fn emit_accumulator(rw: &mut Rewriter, state: &mut SweepState, stmt: &Stmt, top: Handle<Node>, acc: &Accumulator) -> AccOps {
+    let ty = rw.kernel.ty(top);
+    let name = rw.kernel.tensor(stmt.tensor).name.clone();
+    let Node::Reduce { axes, .. } = rw.kernel.nodes[top].clone() else { unreachable!("a reduction") };
+    let mut update = Vec::new();
+    match acc.clone() {
+        Accumulator::Plain { op, arg } => {
+            let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
+            let online = matches!(s, Slot::Var(_)) && op == ReduceOp::Max && state.online_wanted.contains(&stmt.tensor);
+            let arg = state.hoist(rw, &mut update, arg, &format!("{name}.arg"));
+            let init = over_vector(&s, vec![write(&s, rw.float(identity(op), ty))]);
+            if online {
+                // The running max of an online normalizer: compute the new max
+                // and the rescale factor now, commit the max at the end of the body.
+                let cur = read(rw, &s, ty);
+                let new_max = rw.bin(BinOp::Max, cur, arg);
+                let new_max = state.hoist(rw, &mut update, new_max, &format!("{name}.new"));
+                let one = rw.float(1.0, ty);
+                let same = rw.eq(cur, new_max);
+                let diff = rw.bin(BinOp::Sub, cur, new_max);
+                let e = rw.un(UnOp::Exp, diff);
+                let alpha = rw.select(same, one, e);
+                let alpha = state.hoist(rw, &mut update, alpha, &format!("{name}.rescale"));
+                state.online.insert(stmt.tensor, (new_max, alpha));
+                state.end.push(write(&s, new_max));
+            } else {
+                let cur = read(rw, &s, ty);
+                let next = combine(rw, op, cur, arg);
+                update.extend(over_vector(&s, vec![write(&s, next)]));
+            }
+            let mut result = read(rw, &s, ty);
+            if op == ReduceOp::Mean {
+                let n = rw.count(&axes, ty);
+                result = rw.bin(BinOp::Div, result, n);
+            }
+            AccOps { init, update, before_finish: Vec::new(), result }
+        }
+        Accumulator::OnlineSum { max, p, q } => {
+            let (new_max, alpha) = state.online[&max];
+            let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
+            let init = over_vector(&s, vec![write(&s, rw.float(0.0, ty))]);
+            let q = state.hoist(rw, &mut update, q, &format!("{name}.q"));
+            let neg_inf = rw.float(f64::NEG_INFINITY, ty);
+            let empty = rw.eq(new_max, neg_inf);
+            let zero = rw.float(0.0, ty);
+            let shifted = rw.bin(BinOp::Sub, q, new_max);
+            let e = rw.un(UnOp::Exp, shifted);
+            // exp(q - m') is 0 while every value so far is -inf (not NaN).
+            let e = rw.select(empty, zero, e);
+            let e = state.hoist(rw, &mut update, e, &format!("{name}.exp"));
+            let p = rw.replace(p, &state.hoisted);
+            let cur = read(rw, &s, ty);
+            let scaled = rw.bin(BinOp::Mul, cur, alpha);
+            let term = if is_one(rw, p) { e } else { rw.bin(BinOp::Mul, p, e) };
+            let next = rw.bin(BinOp::Add, scaled, term);
+            update.extend(over_vector(&s, vec![write(&s, next)]));
+            let result = read(rw, &s, ty);
+            AccOps { init, update, before_finish: Vec::new(), result }
+        }
+        Accumulator::TwoPassSum { shift, p, q } => two_pass(rw, state, stmt, ty, shift, p, q, update),
+        Accumulator::Shift { op, g, c, negate } => {
+            let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
+            let init = over_vector(&s, vec![write(&s, rw.float(identity(op), ty))]);
+            let g = state.hoist(rw, &mut update, g, &format!("{name}.arg"));
+            let cur = read(rw, &s, ty);
+            let next = combine(rw, op, cur, g);
+            update.extend(over_vector(&s, vec![write(&s, next)]));
+            let acc = read(rw, &s, ty);
+            let result = rw.bin(if negate { BinOp::Sub } else { BinOp::Add }, acc, c);
+            AccOps { init, update, before_finish: Vec::new(), result }
+        }
+        Accumulator::Linear { op, a, g, c } => {
+            let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
+            let init = over_vector(&s, vec![write(&s, rw.float(0.0, ty))]);
+            let g = state.hoist(rw, &mut update, g, &format!("{name}.arg"));
+            let cur = read(rw, &s, ty);
+            let next = rw.bin(BinOp::Add, cur, g);
+            update.extend(over_vector(&s, vec![write(&s, next)]));
+            let acc = read(rw, &s, ty);
+            let n = rw.count(&axes, ty);
+            let result = if op == ReduceOp::Mean {
+                let mean = rw.bin(BinOp::Div, acc, n);
+                let scaled = rw.bin(BinOp::Mul, a, mean);
+                rw.bin(BinOp::Add, scaled, c)
+            } else {
+                let scaled = rw.bin(BinOp::Mul, a, acc);
+                let offset = rw.bin(BinOp::Mul, c, n);
+                rw.bin(BinOp::Add, scaled, offset)
+            };
+            AccOps { init, update, before_finish: Vec::new(), result }
+        }
+        Accumulator::Welford { op, g, c, exact } => welford(rw, state, stmt, ty, op, g, c, exact, update),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn welford(
+    rw: &mut Rewriter,
+    state: &mut SweepState,
+    stmt: &Stmt,
+    ty: ScalarType,
+    op: ReduceOp,
+    g: Handle<Node>,
+    c: Handle<Node>,
+    exact: bool,
+    mut update: Vec<Op>,
+) -> AccOps {
+    let name = rw.kernel.tensor(stmt.tensor).name.clone();
+    let n = state.program.var(format!("{name}.n"), ty);
+    let mean = state.program.var(format!("{name}.mean"), ty);
+    let m2 = state.program.var(format!("{name}.m2"), ty);
+    let d = state.program.var(format!("{name}.delta"), ty);
+    let zero = rw.float(0.0, ty);
+    let one = rw.float(1.0, ty);
+    let init = vec![
+        Op::Set { var: n, value: zero },
+        Op::Set { var: mean, value: zero },
+        Op::Set { var: m2, value: zero },
+    ];
+    let g = state.hoist(rw, &mut update, g, &format!("{name}.arg"));
+    let (n_v, mean_v, m2_v, d_v) = (rw.var(n, ty), rw.var(mean, ty), rw.var(m2, ty), rw.var(d, ty));
+    // Welford's update, in this order: N' = N + 1; δ = g - ḡ; ḡ' = ḡ + δ/N';
+    // M2' = M2 + δ·(g - ḡ'). Each op reads the variables as the previous left them.
+    let n_next = rw.bin(BinOp::Add, n_v, one);
+    update.push(Op::Set { var: n, value: n_next });
+    let delta = rw.bin(BinOp::Sub, g, mean_v);
+    update.push(Op::Set { var: d, value: delta });
+    let step = rw.bin(BinOp::Div, d_v, n_v);
+    let mean_next = rw.bin(BinOp::Add, mean_v, step);
+    update.push(Op::Set { var: mean, value: mean_next });
+    let after = rw.bin(BinOp::Sub, g, mean_v);
+    let prod = rw.bin(BinOp::Mul, d_v, after);
+    let m2_next = rw.bin(BinOp::Add, m2_v, prod);
+    update.push(Op::Set { var: m2, value: m2_next });
+    let mut total = m2_v;
+    if !exact {
+        let dev = rw.bin(BinOp::Sub, mean_v, c);
+        let sq = rw.bin(BinOp::Mul, dev, dev);
+        let corr = rw.bin(BinOp::Mul, n_v, sq);
+        total = rw.bin(BinOp::Add, total, corr);
+    }
+    let result = if op == ReduceOp::Mean { rw.bin(BinOp::Div, total, n_v) } else { total };
+    AccOps { init, update, before_finish: Vec::new(), result }
+}
+
+/// Cody–Waite split of ln 2 in three parts whose products with an integer
+/// below 2^16 are exact in `f32`.
+const LN2_HI: f64 = 0.69140625; // 0x1.62p-1, 8 significant bits
+const LN2_MID: f64 = 0.001_739_501_953_125; // 0x1.c8p-10, 8 significant bits
+const LN2_LO: f64 = std::f64::consts::LN_2 - LN2_HI - LN2_MID;
+
+/// `v - k·ln 2`, accurate for integer `k` with `|k| < 2^16`.
+fn reduce_ln2(rw: &mut Rewriter, v: Handle<Node>, k: Handle<Node>, ty: ScalarType) -> Handle<Node> {
+    let mut r = v;
+    for part in [LN2_HI, LN2_MID, LN2_LO] {
+        let c = rw.float(part, ty);
+        let kc = rw.bin(BinOp::Mul, k, c);
+        r = rw.bin(BinOp::Sub, r, kc);
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn two_pass(
+    rw: &mut Rewriter,
+    state: &mut SweepState,
+    stmt: &Stmt,
+    ty: ScalarType,
+    shift: Handle<Node>,
+    p: Handle<Node>,
+    q: Handle<Node>,
+    mut update: Vec<Op>,
+) -> AccOps {
+    let name = rw.kernel.tensor(stmt.tensor).name.clone();
+    let s = slot(rw, state, stmt, &format!("{name}.mant"), ty);
+    let e_var = state.program.var(format!("{name}.exp"), ty);
+    let zero = rw.float(0.0, ty);
+    let neg_inf = rw.float(f64::NEG_INFINITY, ty);
+    let mut init = over_vector(&s, vec![write(&s, zero)]);
+    init.push(Op::Set { var: e_var, value: neg_inf });
+    let q = state.hoist(rw, &mut update, q, &format!("{name}.q"));
+    let log2e = rw.float(std::f64::consts::LOG2_E, ty);
+    let scaled = rw.bin(BinOp::Mul, q, log2e);
+    let k = rw.un(UnOp::Round, scaled);
+    let k = state.hoist(rw, &mut update, k, &format!("{name}.k"));
+    let e_cur = rw.var(e_var, ty);
+    let e_new = rw.bin(BinOp::Max, e_cur, k);
+    let e_new = state.hoist(rw, &mut update, e_new, &format!("{name}.exp.new"));
+    // S·2^(E - E'), exactly S while E does not move (also for E = -inf).
+    let one = rw.float(1.0, ty);
+    let same = rw.eq(e_cur, e_new);
+    let diff = rw.bin(BinOp::Sub, e_cur, e_new);
+    let pow = rw.un(UnOp::Exp2, diff);
+    let rescale = rw.select(same, one, pow);
+    let rescale = state.hoist(rw, &mut update, rescale, &format!("{name}.rescale"));
+    // μ·2^(k - E'), with μ = exp(q - k·ln 2) in [√½, √2]; 0 for q = -inf.
+    let r = reduce_ln2(rw, q, k, ty);
+    let mu = rw.un(UnOp::Exp, r);
+    let dk = rw.bin(BinOp::Sub, k, e_new);
+    let pk = rw.un(UnOp::Exp2, dk);
+    let term = rw.bin(BinOp::Mul, mu, pk);
+    let is_empty = rw.eq(k, neg_inf);
+    let term = rw.select(is_empty, zero, term);
+    let term = state.hoist(rw, &mut update, term, &format!("{name}.term"));
+    let p = rw.replace(p, &state.hoisted);
+    let cur = read(rw, &s, ty);
+    let scaled_cur = rw.bin(BinOp::Mul, cur, rescale);
+    let add = if is_one(rw, p) { term } else { rw.bin(BinOp::Mul, p, term) };
+    let next = rw.bin(BinOp::Add, scaled_cur, add);
+    update.extend(over_vector(&s, vec![write(&s, next)]));
+    state.end.push(Op::Set { var: e_var, value: e_new });
+    // Finish: S·2^E·exp(-m) = S·2^(E - k_m)·exp(-(m - k_m·ln 2)), each factor in range.
+    let mant = read(rw, &s, ty);
+    let m_scaled = rw.bin(BinOp::Mul, shift, log2e);
+    let km = rw.un(UnOp::Round, m_scaled);
+    let rm = reduce_ln2(rw, shift, km, ty);
+    let neg_rm = rw.un(UnOp::Neg, rm);
+    let em = rw.un(UnOp::Exp, neg_rm);
+    let e_final = rw.var(e_var, ty);
+    let de = rw.bin(BinOp::Sub, e_final, km);
+    let pe = rw.un(UnOp::Exp2, de);
+    let f1 = rw.bin(BinOp::Mul, mant, pe);
+    let f2 = rw.bin(BinOp::Mul, f1, em);
+    let is_zero = rw.eq(mant, zero);
+    let result = rw.select(is_zero, zero, f2);
+    AccOps { init, update, before_finish: Vec::new(), result }
+}
+
+/// `tensor[indices] = value` inside loops over the indices that are not rows.
+pub fn store_over(stmt: &Stmt, value: Handle<Node>, rows: &[ExtentId]) -> Vec<Op> {
+    let mut ops = vec![Op::Store {
+        tensor: stmt.tensor,
+        index: stmt.indices.clone(),
+        value,
+    }];
+    for &e in stmt.indices.iter().rev() {
+        if !rows.contains(&e) {
+            ops = vec![Op::Loop {
+                index: e,
+                sweep: false,
+                body: ops,
+            }];
+        }
+    }
+    ops
+}
+
+/// The unfused loop nest of one statement: loops over its indices around a
+/// store of its value (reductions evaluated inline).
+pub fn unfused_nest(kernel: &Kernel, stmt: &Stmt) -> Vec<Op> {
+    let reduced = reduced_mask(kernel);
+    let mut ops = vec![Op::Store {
+        tensor: stmt.tensor,
+        index: stmt.indices.clone(),
+        value: stmt.value,
+    }];
+    for &e in stmt.indices.iter().rev() {
+        ops = vec![Op::Loop {
+            index: e,
+            sweep: reduced & (1 << e.0) != 0,
+            body: ops,
+        }];
+    }
+    ops
+}
+
+/// The indices some reduction of the kernel ranges over.
+pub fn reduced_mask(kernel: &Kernel) -> u64 {
+    kernel.nodes.iter().fold(0, |m, (_, n)| match n {
+        Node::Reduce { axes, .. } => axes.iter().fold(m, |m, a| m | 1 << a.0),
+        _ => m,
+    })
+}
