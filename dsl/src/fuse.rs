@@ -351,7 +351,8 @@ fn emit_group(rw: &mut Rewriter, program: &mut Program, stmts: &[Stmt], g: &Grou
         let mut accs = Vec::new();
         let mut phase = floor.unwrap_or(0).max(elem_floor);
         for &top in &tops {
-            let (acc, p) = rules::choose(rw, top, &g.axes, &phase_of, &pure_max, opts);
+            let who = rw.kernel.tensor(stmt.tensor).name.clone();
+            let (acc, p) = rules::choose(rw, &who, top, &g.axes, &phase_of, &pure_max, opts);
             phase = phase.max(p);
             accs.push((top, acc));
         }

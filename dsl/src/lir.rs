@@ -101,7 +101,7 @@ impl Program {
                 }
                 Op::Set { var, value } => {
                     self.write_nodes(f, kernel, *value, &pad, printed)?;
-                    writeln!(f, "{pad}{} = {value}", self.var_name(*var))?;
+                    writeln!(f, "{pad}{} = {}", self.var_name(*var), self.operand(kernel, *value))?;
                     // A node that reads a variable means its value at each
                     // use: print it again after the variable changes.
                     for (p, r) in printed.iter_mut().zip(reads_var) {
@@ -112,15 +112,23 @@ impl Program {
                     self.write_nodes(f, kernel, *value, &pad, printed)?;
                     write!(f, "{pad}{}", kernel.tensor(*tensor).name)?;
                     kernel.write_indices(f, index)?;
-                    writeln!(f, " = {value}")?;
+                    writeln!(f, " = {}", self.operand(kernel, *value))?;
                 }
             }
         }
         Ok(())
     }
 
+    /// An operand: a variable's name, or the node's `%N`.
+    pub fn operand(&self, kernel: &Kernel, h: Handle<Node>) -> String {
+        match kernel.nodes[h] {
+            Node::Var(v) => self.var_name(v),
+            _ => h.to_string(),
+        }
+    }
+
     fn var_name(&self, v: VarId) -> String {
-        format!("v{}:{}", v.0, self.vars[v.0 as usize].name)
+        format!("${}", self.vars[v.0 as usize].name)
     }
 
     fn write_nodes(
@@ -142,16 +150,14 @@ impl Program {
             }
         }
         for (i, &needed) in need.iter().enumerate() {
-            if !needed || printed[i] {
+            let h: Handle<Node> = Handle::from_index(i);
+            // Variables are named where they are read, never given a line.
+            if !needed || printed[i] || matches!(kernel.nodes[h], Node::Var(_)) {
                 continue;
             }
             printed[i] = true;
-            let h: Handle<Node> = Handle::from_index(i);
             write!(f, "{pad}{h}: {} = ", kernel.ty(h))?;
-            match &kernel.nodes[h] {
-                Node::Var(v) => write!(f, "var {}", self.var_name(*v))?,
-                node => kernel.write_node(f, node)?,
-            }
+            kernel.write_node_with(f, &kernel.nodes[h], &|o| self.operand(kernel, o))?;
             writeln!(f)?;
         }
         Ok(())

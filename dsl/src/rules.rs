@@ -328,6 +328,7 @@ impl Rewriter {
 /// it can run in.
 pub fn choose(
     rw: &mut Rewriter,
+    who: &str,
     top: Handle<Node>,
     axes: &[ExtentId],
     phase_of: &HashMap<TensorId, usize>,
@@ -357,14 +358,14 @@ pub fn choose(
             let online_ok = pure_max.contains_key(&m) && opts.exp_shift != ExpShift::TwoPass;
             if online_ok {
                 rw.rules.push(format!(
-                    "exp-shift: a sum reads `{m_name}` only as exp(q - {m_name}); running-max accumulator, since `{m_name}` is a max in the same sweep"
+                    "exp-shift: `{who}` reads `{m_name}` only as exp(q - {m_name}); running-max accumulator, since `{m_name}` is a max in the same sweep"
                 ));
                 return (Accumulator::OnlineSum { max: m, p, q }, phase);
             }
             if opts.exp_shift != ExpShift::RunningMax {
                 let why = if opts.exp_shift == ExpShift::TwoPass { "asked for" } else { "the shift is not a max of this sweep" };
                 rw.rules.push(format!(
-                    "exp-shift: a sum reads `{m_name}` only as exp(q - {m_name}); two-pass (mantissa, exponent) accumulator ({why})"
+                    "exp-shift: `{who}` reads `{m_name}` only as exp(q - {m_name}); two-pass (mantissa, exponent) accumulator ({why})"
                 ));
                 return (Accumulator::TwoPassSum { shift, p, q }, phase);
             }
@@ -376,7 +377,7 @@ pub fn choose(
         {
             let exact = is_mean_of(rw, c, g, axes);
             rw.rules.push(format!(
-                "moments: a {} of (g - {m_name})² merges Welford states (N, mean, M2){}",
+                "moments: `{who}` is a {} of (g - {m_name})²: Welford states (N, mean, M2){}",
                 if op == ReduceOp::Sum { "sum" } else { "mean" },
                 if exact { ", and `{m}` is mean(g), so no correction term".replace("{m}", &m_name) } else { String::new() }
             ));
@@ -386,19 +387,19 @@ pub fn choose(
             && let Some((g, c, negate)) = match_shift(rw, arg, a_mask)
             && free_of_deps(rw, g)
         {
-            rw.rules.push(format!("shift: {}(g ± {m_name}) = {}(g) ± {m_name}", reduce_word(op), reduce_word(op)));
+            rw.rules.push(format!("shift: `{who}` = {}(g ± {m_name}) = {}(g) ± {m_name}", reduce_word(op), reduce_word(op)));
             return (Accumulator::Shift { op, g, c, negate }, phase);
         }
         if matches!(op, ReduceOp::Sum | ReduceOp::Mean)
             && let Some((a, g, c)) = match_linear(rw, arg, a_mask)
             && free_of_deps(rw, g)
         {
-            rw.rules.push(format!("linearity: Σ(a·g + c) = a·Σg + c·N, with a, c per row (from `{m_name}`)"));
+            rw.rules.push(format!("linearity: `{who}` = Σ(a·g + c) = a·Σg + c·N, with a, c per row (from `{m_name}`)"));
             return (Accumulator::Linear { op, a, g, c }, phase);
         }
     }
     let n = names(rw);
-    rw.rules.push(format!("no rule: a {} reads {n} in a way no rule separates; it keeps an extra sweep", reduce_word(op)));
+    rw.rules.push(format!("no rule: the {} in `{who}` reads {n} in a way no rule separates; it keeps an extra sweep", reduce_word(op)));
     (Accumulator::Plain { op, arg }, latest + 1)
 }
 
@@ -748,7 +749,8 @@ pub fn emit_accumulator(rw: &mut Rewriter, state: &mut SweepState, stmt: &Stmt, 
             let next = combine(rw, op, cur, g);
             update.extend(over_vector(&s, vec![write(&s, next)]));
             let acc = read(rw, &s, ty);
-            let result = rw.bin(if negate { BinOp::Sub } else { BinOp::Add }, acc, c);
+            let shifted = rw.bin(if negate { BinOp::Sub } else { BinOp::Add }, acc, c);
+            let result = guard_empty(rw, &axes, identity(op), shifted);
             AccOps { init, update, before_finish: Vec::new(), result }
         }
         Accumulator::Linear { op, a, g, c } => {
@@ -767,7 +769,8 @@ pub fn emit_accumulator(rw: &mut Rewriter, state: &mut SweepState, stmt: &Stmt, 
             } else {
                 let scaled = rw.bin(BinOp::Mul, a, acc);
                 let offset = rw.bin(BinOp::Mul, c, n);
-                rw.bin(BinOp::Add, scaled, offset)
+                let sum = rw.bin(BinOp::Add, scaled, offset);
+                guard_empty(rw, &axes, 0.0, sum)
             };
             AccOps { init, update, before_finish: Vec::new(), result }
         }
@@ -794,7 +797,7 @@ fn welford(
     let d = state.program.var(format!("{name}.delta"), ty);
     let zero = rw.float(0.0, ty);
     let one = rw.float(1.0, ty);
-    let init = vec![
+    let mut init = vec![
         Op::Set { var: n, value: zero },
         Op::Set { var: mean, value: zero },
         Op::Set { var: m2, value: zero },
@@ -820,9 +823,48 @@ fn welford(
         let sq = rw.bin(BinOp::Mul, dev, dev);
         let corr = rw.bin(BinOp::Mul, n_v, sq);
         total = rw.bin(BinOp::Add, total, corr);
+        // Welford's state turns an infinite g into NaN, where the formula
+        // gives (±inf - c)² = inf for a finite c: track the largest |g|.
+        let big = state.program.var(format!("{name}.absmax"), ty);
+        let big_v = rw.var(big, ty);
+        init.push(Op::Set { var: big, value: zero });
+        let abs_g = rw.un(UnOp::Abs, g);
+        let next = rw.bin(BinOp::Max, big_v, abs_g);
+        update.push(Op::Set { var: big, value: next });
+        let inf = rw.float(f64::INFINITY, ty);
+        let infinite = rw.eq(big_v, inf);
+        let abs_c = rw.un(UnOp::Abs, c);
+        let gap = rw.bin(BinOp::Sub, big_v, abs_c);
+        let limit = rw.bin(BinOp::Mul, gap, gap);
+        total = rw.select(infinite, limit, total);
     }
-    let result = if op == ReduceOp::Mean { rw.bin(BinOp::Div, total, n_v) } else { total };
+    let result = if op == ReduceOp::Mean {
+        rw.bin(BinOp::Div, total, n_v)
+    } else {
+        let Node::Reduce { axes, .. } = rw.kernel.nodes[stmt_top(rw, stmt, g)].clone() else { unreachable!("a reduction") };
+        guard_empty(rw, &axes, 0.0, total)
+    };
     AccOps { init, update, before_finish: Vec::new(), result }
+}
+
+/// The top-level reduction of `stmt` whose argument mentions `g`.
+fn stmt_top(rw: &Rewriter, stmt: &Stmt, g: Handle<Node>) -> Handle<Node> {
+    let tops = crate::fuse::top_reductions(&rw.kernel, stmt.value);
+    tops.iter()
+        .copied()
+        .find(|t| crate::fuse::subtree(&rw.kernel, *t).contains(&g))
+        .unwrap_or(tops[0])
+}
+
+/// `select(count(axes) == 0, empty, value)`: a reduction over nothing is its
+/// identity whatever the per-row terms of its finish are (even NaN).
+fn guard_empty(rw: &mut Rewriter, axes: &[ExtentId], empty: f64, value: Handle<Node>) -> Handle<Node> {
+    let ty = rw.kernel.ty(value);
+    let n = rw.count(axes, ty);
+    let zero = rw.float(0.0, ty);
+    let none = rw.eq(n, zero);
+    let empty = rw.float(empty, ty);
+    rw.select(none, empty, value)
 }
 
 /// Cody–Waite split of ln 2 in three parts whose products with an integer

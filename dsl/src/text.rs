@@ -98,6 +98,16 @@ impl Kernel {
 
     /// Writes one node's right-hand side (`add %1, %2`).
     pub fn write_node(&self, f: &mut impl fmt::Write, node: &Node) -> fmt::Result {
+        self.write_node_with(f, node, &|h| h.to_string())
+    }
+
+    /// Writes one node's right-hand side, naming operands with `name`.
+    pub fn write_node_with(
+        &self,
+        f: &mut impl fmt::Write,
+        node: &Node,
+        name: &dyn Fn(crate::arena::Handle<Node>) -> String,
+    ) -> fmt::Result {
         match node {
             Node::ConstFloat(bits) => write!(f, "const {}", FloatText(f64::from_bits(*bits))),
             Node::ConstInt(v) => write!(f, "const {v}"),
@@ -113,21 +123,21 @@ impl Kernel {
                     }
                     match idx {
                         Index::Affine(a) => a.write(f, &self.extents)?,
-                        Index::Gather(h) => write!(f, "{h}")?,
+                        Index::Gather(h) => write!(f, "{}", name(*h))?,
                     }
                 }
                 write!(f, "]")
             }
-            Node::Unary(op, a) => write!(f, "{} {a}", unop_name(*op)),
-            Node::Binary(op, a, b) => write!(f, "{} {a}, {b}", binop_name(*op)),
-            Node::Cmp(op, a, b) => write!(f, "{} {a}, {b}", cmp_name(*op)),
-            Node::Select(c, a, b) => write!(f, "select {c}, {a}, {b}"),
-            Node::Powf(a, p) => write!(f, "pow {a}, {}", FloatText(f64::from_bits(*p))),
-            Node::Cast(ty, a) => write!(f, "cast.{ty} {a}"),
+            Node::Unary(op, a) => write!(f, "{} {}", unop_name(*op), name(*a)),
+            Node::Binary(op, a, b) => write!(f, "{} {}, {}", binop_name(*op), name(*a), name(*b)),
+            Node::Cmp(op, a, b) => write!(f, "{} {}, {}", cmp_name(*op), name(*a), name(*b)),
+            Node::Select(c, a, b) => write!(f, "select {}, {}, {}", name(*c), name(*a), name(*b)),
+            Node::Powf(a, p) => write!(f, "pow {}, {}", name(*a), FloatText(f64::from_bits(*p))),
+            Node::Cast(ty, a) => write!(f, "cast.{ty} {}", name(*a)),
             Node::Reduce { op, axes, arg } => {
                 write!(f, "{}", reduce_name(*op))?;
                 self.write_indices(f, axes)?;
-                write!(f, " {arg}")
+                write!(f, " {}", name(*arg))
             }
         }
     }

@@ -94,3 +94,105 @@ fn catalogue_pass_counts() {
     }
     insta::assert_snapshot!("pass_counts", report);
 }
+
+/// Kernels the catalogue does not have: each with the passes its plan must
+/// take and a fragment of the rule that decides it.
+const UNSEEN: &[(&str, &str, usize, &str)] = &[
+    (
+        "max_abs_deviation",
+        "kernel k(x: f32[b, i]) -> (y: f32[b]) {\n    mu[b] = mean[i](x[b, i]);\n    y[b] = max[i](abs(x[b, i] - mu[b]));\n}",
+        2,
+        "no rule",
+    ),
+    (
+        "sqrt_distance_to_max",
+        "kernel k(x: f32[b, i]) -> (y: f32[b]) {\n    m[b] = max[i](x[b, i]);\n    y[b] = sum[i](sqrt(abs(x[b, i] - m[b])));\n}",
+        2,
+        "no rule",
+    ),
+    (
+        "max_minus_mean",
+        "kernel k(x: f32[b, i]) -> (y: f32[b]) {\n    mu[b] = mean[i](x[b, i]);\n    y[b] = max[i](x[b, i] - mu[b]);\n}",
+        1,
+        "shift",
+    ),
+    (
+        "affine_sum",
+        "kernel k(x: f32[b, i]) -> (y: f32[b]) {\n    m[b] = max[i](x[b, i]);\n    y[b] = sum[i](2.0 * x[b, i] + m[b]);\n}",
+        1,
+        "linearity",
+    ),
+    (
+        "spread_around_max",
+        "kernel k(x: f32[b, i]) -> (y: f32[b]) {\n    m[b] = max[i](x[b, i]);\n    y[b] = sum[i](pow(x[b, i] - m[b], 2));\n}",
+        1,
+        "moments",
+    ),
+    (
+        "scaled_logsumexp",
+        "kernel k(x: f32[b, i]) -> (y: f32[b]) {\n    t[b] = max[i](2.0 * x[b, i]);\n    z[b] = sum[i](exp(2.0 * x[b, i] - t[b]));\n    y[b] = t[b] + log(z[b]);\n}",
+        1,
+        "running-max",
+    ),
+    (
+        "shift_by_mean",
+        "kernel k(x: f32[b, i]) -> (y: f32[b]) {\n    c[b] = mean[i](x[b, i]);\n    s[b] = sum[i](exp(x[b, i] - c[b]));\n    y[b] = log(s[b]) + c[b];\n}",
+        1,
+        "two-pass",
+    ),
+    (
+        "column_softmax",
+        "kernel k(x: f32[i, b]) -> (y: f32[i, b]) {\n    m[b] = max[i](x[i, b]);\n    s[b] = sum[i](exp(x[i, b] - m[b]));\n    y[i, b] = exp(x[i, b] - m[b]) / s[b];\n}",
+        2,
+        "running-max",
+    ),
+];
+
+#[test]
+fn unseen_kernels_get_the_same_rules() {
+    let mut failures = Vec::new();
+    for &(name, src, passes, rule) in UNSEEN {
+        let kernel = check(src);
+        let p = plan(&kernel, PlanOptions::default());
+        if p.passes() != passes {
+            failures.push(format!("{name}: {} passes, want {passes}\n{p}", p.passes()));
+        }
+        if !p.rules.iter().any(|r| r.contains(rule)) {
+            failures.push(format!("{name}: no rule mentions `{rule}`: {:?}", p.rules));
+        }
+        for (f, fill) in [Fill::Uniform(3.0), Fill::Uniform(1e4), Fill::Special(f64::NAN), Fill::Special(f64::NEG_INFINITY)]
+            .into_iter()
+            .enumerate()
+        {
+            for (n, rows) in [(0, 1), (1, 2), (9, 3)] {
+                if let Err(e) = agree(&kernel, &p, &sizes(&kernel, n, rows), fill, f as u64) {
+                    failures.push(format!("{name}: {e}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn both_exp_shift_forms_agree() {
+    // The two accumulators against each other, on every kernel with an
+    // exp-shifted sum, at moderate and large magnitudes.
+    for entry in passfold_kernels::CATALOGUE {
+        let kernel = check(entry.source);
+        let online = plan(&kernel, PlanOptions { exp_shift: ExpShift::RunningMax, ..Default::default() });
+        let two_pass = plan(&kernel, PlanOptions { exp_shift: ExpShift::TwoPass, ..Default::default() });
+        assert_eq!(online.passes(), two_pass.passes(), "{}", entry.name);
+        for fill in [Fill::Uniform(5.0), Fill::Uniform(3e4)] {
+            let extents = sizes(&kernel, 33, 2);
+            let args = random_args(&kernel, &extents, fill, 7);
+            let params = params_for(&kernel);
+            let run = |p: &Plan| interpret_program(&p.kernel, &p.program, &extents, args.clone(), &params, Precision::F64);
+            let (a, b) = (run(&online), run(&two_pass));
+            let (Ok(a), Ok(b)) = (a, b) else { continue };
+            for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+                assert!(close(*x, *y, 1e-9, 1e-12), "{}: {x} vs {y}", entry.name);
+            }
+        }
+    }
+}
