@@ -396,8 +396,12 @@ impl Interp<'_> {
     ) -> Result<f64, InterpError> {
         let dims: Vec<i64> = axes.iter().map(|e| self.extents[e.0 as usize]).collect();
         let count: i64 = dims.iter().product();
+        // Integer max and min start from the extreme integers, as machine code does.
+        let int = ty == ScalarType::I32;
         let mut acc = match op {
             ReduceOp::Sum | ReduceOp::Mean => 0.0,
+            ReduceOp::Max if int => i32::MIN as f64,
+            ReduceOp::Min if int => i32::MAX as f64,
             ReduceOp::Max | ReduceOp::TopK(_) => f64::NEG_INFINITY,
             ReduceOp::Min => f64::INFINITY,
         };

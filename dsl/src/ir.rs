@@ -544,19 +544,21 @@ pub struct NodeBuilder {
     nodes: Arena<Node>,
     types: Vec<ScalarType>,
     spans: Vec<Span>,
-    dedup: HashMap<Node, Handle<Node>>,
+    dedup: HashMap<(Node, ScalarType), Handle<Node>>,
 }
 
 impl NodeBuilder {
     /// Adds `node` of type `ty`, or returns the existing equal node.
+    /// Equal nodes of different types (`0.0` as `f32` and as `f64`) stay apart.
     pub fn add(&mut self, node: Node, ty: ScalarType, span: Span) -> Handle<Node> {
-        if let Some(&h) = self.dedup.get(&node) {
+        let key = (node, ty);
+        if let Some(&h) = self.dedup.get(&key) {
             return h;
         }
-        let h = self.nodes.append(node.clone());
+        let h = self.nodes.append(key.0.clone());
         self.types.push(ty);
         self.spans.push(span);
-        self.dedup.insert(node, h);
+        self.dedup.insert(key, h);
         h
     }
 
@@ -583,7 +585,7 @@ impl NodeBuilder {
             debug_assert_eq!(h, h2);
             b.types.push(kernel.node_types[h.index()]);
             b.spans.push(kernel.node_spans[h.index()]);
-            b.dedup.entry(node.clone()).or_insert(h);
+            b.dedup.entry((node.clone(), kernel.node_types[h.index()])).or_insert(h);
         }
         b
     }

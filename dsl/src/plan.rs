@@ -50,9 +50,10 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Sweeps per row over the reduced indices of the inputs, as KERNELS.md
-    /// counts passes: outermost loops over a reduced index (or reductions
-    /// evaluated inline) that read an input along that index.
+    /// Sweeps per row over a reduced index of the inputs, as KERNELS.md
+    /// counts passes: for each reduced index, the outermost loops over it (or
+    /// reductions over it evaluated inline) that read an input along it; the
+    /// largest such count.
     pub fn passes(&self) -> usize {
         count_passes(&self.kernel, &self.program)
     }
@@ -128,26 +129,37 @@ pub fn plan_unfused(kernel: &Kernel) -> Plan {
     }
 }
 
-/// Counts sweeps: see [`Plan::passes`]. A kernel without reductions counts
-/// sweeps over any index.
+/// Counts sweeps: see [`Plan::passes`]. For each reduced index, the number
+/// of sweeps over it that read an input along it (a loop over the index, or
+/// a reduction over it evaluated inline, not nested in another sweep); the
+/// plan's count is the largest. A kernel without reductions counts sweeps
+/// over any index.
 pub fn count_passes(kernel: &Kernel, program: &Program) -> usize {
     let mut reduced = reduced_mask(kernel);
     if reduced == 0 {
         reduced = u64::MAX;
     }
-    count_ops(kernel, &program.body, reduced, false)
+    (0..kernel.extents.len().min(64))
+        .filter(|e| reduced & (1 << e) != 0)
+        .map(|e| count_ops(kernel, &program.body, 1 << e, false))
+        .max()
+        .unwrap_or(0)
 }
 
-fn count_ops(kernel: &Kernel, ops: &[Op], reduced: u64, inside: bool) -> usize {
+fn count_ops(kernel: &Kernel, ops: &[Op], axis: u64, inside: bool) -> usize {
     let mut n = 0;
     for op in ops {
         match op {
             Op::Loop { index, body, .. } => {
-                let is_sweep = !inside && reduced & (1 << index.0) != 0 && body_reads_along(kernel, body, 1 << index.0);
-                n += is_sweep as usize + count_ops(kernel, body, reduced, inside || is_sweep);
+                let reads = body_reads_along(kernel, body, 1 << index.0);
+                let is_sweep = !inside && axis & (1 << index.0) != 0 && reads;
+                // Any sweep over a reduced index that reads inputs hides the
+                // loops and reductions nested in it.
+                let nested = inside || (reads && reduced_loop(kernel, *index));
+                n += is_sweep as usize + count_ops(kernel, body, axis, nested);
             }
             Op::Set { value, .. } | Op::Store { value, .. } => {
-                if !inside && inline_sweep(kernel, *value, reduced) {
+                if !inside && inline_sweep(kernel, *value, axis) {
                     n += 1;
                 }
             }
@@ -156,12 +168,18 @@ fn count_ops(kernel: &Kernel, ops: &[Op], reduced: u64, inside: bool) -> usize {
     n
 }
 
-/// Whether a value evaluates a reduction that reads an input along its axes.
-fn inline_sweep(kernel: &Kernel, value: crate::arena::Handle<Node>, reduced: u64) -> bool {
-    crate::fuse::subtree(kernel, value).into_iter().any(|h| match &kernel.nodes[h] {
+fn reduced_loop(kernel: &Kernel, index: ExtentId) -> bool {
+    let r = reduced_mask(kernel);
+    r == 0 || r & (1 << index.0) != 0
+}
+
+/// Whether a value evaluates, outside any other reduction, a reduction over
+/// `axis` that reads an input along it.
+fn inline_sweep(kernel: &Kernel, value: crate::arena::Handle<Node>, axis: u64) -> bool {
+    crate::fuse::top_reductions(kernel, value).into_iter().any(|h| match &kernel.nodes[h] {
         Node::Reduce { axes, arg, .. } => {
             let m = axes.iter().fold(0u64, |m, a| m | 1 << a.0);
-            m & reduced != 0 && reads_input_along(kernel, *arg, m)
+            m & axis != 0 && reads_input_along(kernel, *arg, axis)
         }
         _ => false,
     })

@@ -106,7 +106,7 @@ impl Accumulator {
 pub struct Rewriter {
     /// The kernel with every node added so far.
     pub kernel: Kernel,
-    dedup: HashMap<Node, Handle<Node>>,
+    dedup: HashMap<(Node, ScalarType), Handle<Node>>,
     free: Vec<u64>,
     reads_var: Vec<bool>,
     /// Rule descriptions, in the order applied.
@@ -118,7 +118,7 @@ impl Rewriter {
     pub fn new(kernel: &Kernel) -> Self {
         let mut dedup = HashMap::new();
         for (h, n) in kernel.nodes.iter() {
-            dedup.entry(n.clone()).or_insert(h);
+            dedup.entry((n.clone(), kernel.ty(h))).or_insert(h);
         }
         let free = kernel.free_indices();
         Rewriter {
@@ -137,7 +137,7 @@ impl Rewriter {
 
     /// Adds a node (or finds the equal one).
     pub fn add(&mut self, node: Node, ty: ScalarType) -> Handle<Node> {
-        if let Some(&h) = self.dedup.get(&node) {
+        if let Some(&h) = self.dedup.get(&(node.clone(), ty)) {
             return h;
         }
         let mut free = 0u64;
@@ -172,7 +172,7 @@ impl Rewriter {
         self.kernel.node_spans.push(span);
         self.free.push(free);
         self.reads_var.push(var);
-        self.dedup.insert(node, h);
+        self.dedup.insert((node, ty), h);
         h
     }
 
@@ -185,8 +185,19 @@ impl Rewriter {
         self.kernel.ty(h)
     }
 
-    /// A float constant of type `ty`.
+    /// A constant of type `ty`; for `i32`, infinities become the extreme
+    /// integers (the identities of integer max and min).
     pub fn float(&mut self, v: f64, ty: ScalarType) -> Handle<Node> {
+        if ty == ScalarType::I32 {
+            let i = if v == f64::INFINITY {
+                i32::MAX as i64
+            } else if v == f64::NEG_INFINITY {
+                i32::MIN as i64
+            } else {
+                v as i64
+            };
+            return self.add(Node::ConstInt(i), ty);
+        }
         self.add(Node::ConstFloat(v.to_bits()), ty)
     }
 

@@ -58,24 +58,50 @@ pub fn extents_of(loaded: &Loaded, args: &[HostTensor]) -> Result<Vec<i64>> {
 
 /// A kernel compiled to machine code.
 pub struct Compiled {
-    _plan: Plan,
+    kernel: passfold_runtime::CompiledKernel,
 }
 
-/// JIT-compiles a plan.
+/// JIT-compiles a plan for the host CPU.
 pub fn compile(plan: &Plan) -> Result<Compiled> {
-    let _ = TensorKind::Input;
-    let _ = plan;
-    bail!("the JIT is not wired into the tool yet")
+    let kernel = passfold_runtime::compile(plan).map_err(|e| anyhow!("cannot compile `{}`: {e}", plan.kernel.name))?;
+    Ok(Compiled { kernel })
 }
 
-/// Calls compiled code on host tensors, writing outputs in place.
+/// Calls compiled code on host tensors (in argument order), writing outputs
+/// and in-place tensors into them.
 pub fn call(compiled: &Compiled, src: &str, args: &mut [HostTensor], params: &[f64]) -> Result<()> {
-    let _ = (compiled, src, args, params, Data::I32(Vec::new()));
-    bail!("the JIT is not wired into the tool yet")
+    let kernel = compiled.kernel.kernel();
+    let mut call_args = Vec::with_capacity(args.len());
+    for (id, t) in kernel.arguments().zip(args.iter_mut()) {
+        let writes = kernel.tensor(id).kind != TensorKind::Input;
+        let shape = t.shape.clone();
+        let data: passfold_runtime::Data<'_> = match (&mut t.data, writes) {
+            (Data::F32(v), true) => v.as_mut_slice().into(),
+            (Data::F64(v), true) => v.as_mut_slice().into(),
+            (Data::I32(v), true) => v.as_mut_slice().into(),
+            (Data::F32(v), false) => v.as_slice().into(),
+            (Data::F64(v), false) => v.as_slice().into(),
+            (Data::I32(v), false) => v.as_slice().into(),
+        };
+        call_args.push(passfold_runtime::Arg::new(data, &shape));
+    }
+    compiled.kernel.call(call_args, params).map_err(|e| match &e {
+        passfold_runtime::CallError::GatherOutOfRange { span, .. } => {
+            let (line, col) = span.line_col(src);
+            anyhow!("{e} (read at line {line}, column {col})")
+        }
+        _ => anyhow!("{e}"),
+    })
 }
 
 /// The CLIF text of a plan for `target` (`host`, `x86_64`, `aarch64`).
 pub fn clif_text(plan: &Plan, target: &str) -> Result<String> {
-    let _ = (plan, target);
-    bail!("the JIT is not wired into the tool yet")
+    let isa = match target {
+        "host" => passfold_codegen::host_isa(&Default::default()),
+        "x86_64" => passfold_codegen::isa_for("x86_64-unknown-linux-gnu", false),
+        "aarch64" => passfold_codegen::isa_for("aarch64-unknown-linux-gnu", false),
+        other => bail!("unknown target `{other}`: use host, x86_64 or aarch64"),
+    }
+    .map_err(|e| anyhow!("{e}"))?;
+    passfold_codegen::clif_text(plan, &*isa).map_err(|e| anyhow!("{e}"))
 }

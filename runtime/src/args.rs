@@ -1,0 +1,298 @@
+//! Arguments and their validation: everything checked before machine code runs.
+//!
+//! [`Arg`] is a tensor argument (data and shape). [`prepare`] checks a full
+//! set of arguments against the kernel — element types, mutability, ranks,
+//! lengths, extents bound from plain dimensions, affine dimensions recomputed
+//! from the extents, overflow — allocates the temporaries, and returns a
+//! [`Frame`]: the three arrays of the kernel ABI. A frame exists only for
+//! arguments whose buffers have exactly the lengths of their layouts
+//! (`passfold_dsl::Layout`), which is what makes calling the kernel sound.
+
+use crate::CallError;
+use passfold_dsl::{Kernel, Layout, ScalarType, TensorKind};
+use std::marker::PhantomData;
+
+/// The data of a tensor argument: a slice of one element type, shared
+/// (inputs) or mutable (outputs, in-place arguments; inputs accept it too).
+#[derive(Debug)]
+#[allow(missing_docs)]
+pub enum Data<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+    I32(&'a [i32]),
+    F32Mut(&'a mut [f32]),
+    F64Mut(&'a mut [f64]),
+    I32Mut(&'a mut [i32]),
+}
+
+macro_rules! data_from {
+    ($t:ty, $shared:ident, $mutable:ident) => {
+        impl<'a> From<&'a [$t]> for Data<'a> {
+            fn from(s: &'a [$t]) -> Self {
+                Data::$shared(s)
+            }
+        }
+        impl<'a> From<&'a mut [$t]> for Data<'a> {
+            fn from(s: &'a mut [$t]) -> Self {
+                Data::$mutable(s)
+            }
+        }
+        impl<'a> From<&'a Vec<$t>> for Data<'a> {
+            fn from(s: &'a Vec<$t>) -> Self {
+                Data::$shared(s)
+            }
+        }
+        impl<'a> From<&'a mut Vec<$t>> for Data<'a> {
+            fn from(s: &'a mut Vec<$t>) -> Self {
+                Data::$mutable(s)
+            }
+        }
+    };
+}
+data_from!(f32, F32, F32Mut);
+data_from!(f64, F64, F64Mut);
+data_from!(i32, I32, I32Mut);
+
+impl Data<'_> {
+    /// The element type.
+    pub fn ty(&self) -> ScalarType {
+        match self {
+            Data::F32(_) | Data::F32Mut(_) => ScalarType::F32,
+            Data::F64(_) | Data::F64Mut(_) => ScalarType::F64,
+            Data::I32(_) | Data::I32Mut(_) => ScalarType::I32,
+        }
+    }
+
+    /// Whether the slice is mutable.
+    pub fn is_mut(&self) -> bool {
+        matches!(self, Data::F32Mut(_) | Data::F64Mut(_) | Data::I32Mut(_))
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Data::F32(s) => s.len(),
+            Data::F64(s) => s.len(),
+            Data::I32(s) => s.len(),
+            Data::F32Mut(s) => s.len(),
+            Data::F64Mut(s) => s.len(),
+            Data::I32Mut(s) => s.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The base address. The kernel writes through it only for mutable data
+    /// (validation refuses shared slices for written tensors).
+    fn base(&mut self) -> *mut u8 {
+        match self {
+            Data::F32(s) => s.as_ptr() as *mut u8,
+            Data::F64(s) => s.as_ptr() as *mut u8,
+            Data::I32(s) => s.as_ptr() as *mut u8,
+            Data::F32Mut(s) => s.as_mut_ptr() as *mut u8,
+            Data::F64Mut(s) => s.as_mut_ptr() as *mut u8,
+            Data::I32Mut(s) => s.as_mut_ptr() as *mut u8,
+        }
+    }
+}
+
+/// A tensor argument: its data and its shape (row-major, outermost first).
+#[derive(Debug)]
+pub struct Arg<'a> {
+    /// The elements.
+    pub data: Data<'a>,
+    /// The length of each dimension.
+    pub shape: Vec<usize>,
+}
+
+impl<'a> Arg<'a> {
+    /// An argument from a slice (or `Vec`) and its shape.
+    pub fn new(data: impl Into<Data<'a>>, shape: &[usize]) -> Self {
+        Arg {
+            data: data.into(),
+            shape: shape.to_vec(),
+        }
+    }
+}
+
+/// The arrays of the kernel ABI for one call, borrowing the arguments' buffers.
+pub(crate) struct Frame<'a> {
+    pub tensors: Vec<*mut u8>,
+    pub extents: Vec<i64>,
+    pub params: Vec<f64>,
+    /// Scratch memory of the temporaries, kept alive for the call.
+    _temps: Vec<Vec<u64>>,
+    _borrow: PhantomData<&'a mut ()>,
+}
+
+/// Validates a call and builds its frame.
+///
+/// `args` are in `Kernel::arguments` order; `extents` holds explicit
+/// bindings (by extent index), which take part in the consistency checks.
+pub(crate) fn prepare<'a>(
+    kernel: &Kernel,
+    args: Vec<Arg<'a>>,
+    explicit: &[Option<i64>],
+    params: &[f64],
+) -> Result<Frame<'a>, CallError> {
+    let ids: Vec<usize> = kernel.arguments().map(|t| t.0 as usize).collect();
+    if args.len() != ids.len() {
+        return Err(CallError::ArgCount {
+            expected: ids.len(),
+            found: args.len(),
+        });
+    }
+    if params.len() != kernel.params.len() {
+        return Err(CallError::ParamCount {
+            expected: kernel.params.len(),
+            found: params.len(),
+        });
+    }
+    for (arg, &t) in args.iter().zip(&ids) {
+        check_arg(kernel, t, arg)?;
+    }
+    let extents = bind_extents(kernel, &args, &ids, explicit)?;
+    let mut layouts = Vec::with_capacity(kernel.tensors.len());
+    for t in &kernel.tensors {
+        layouts.push(
+            Layout::compute(t, &extents).ok_or_else(|| CallError::TooLarge {
+                name: t.name.clone(),
+            })?,
+        );
+    }
+    for (arg, &t) in args.iter().zip(&ids) {
+        let tensor = &kernel.tensors[t];
+        for (d, (&(_, len), &given)) in layouts[t].dims.iter().zip(&arg.shape).enumerate() {
+            if i64::try_from(given).ok() != Some(len) {
+                return Err(CallError::DimMismatch {
+                    arg: tensor.name.clone(),
+                    dim: d,
+                    form: passfold_dsl::lower::affine_text(&tensor.dims[d].0, &kernel.extents),
+                    expected: len,
+                    found: given,
+                });
+            }
+        }
+    }
+    let mut tensors = vec![std::ptr::null_mut(); kernel.tensors.len()];
+    for (mut arg, &t) in args.into_iter().zip(&ids) {
+        tensors[t] = arg.data.base();
+    }
+    let mut temps = Vec::new();
+    for (t, tensor) in kernel.tensors.iter().enumerate() {
+        if tensor.kind != TensorKind::Temp {
+            continue;
+        }
+        let too_large = || CallError::TooLarge {
+            name: tensor.name.clone(),
+        };
+        let bytes = usize::try_from(layouts[t].len)
+            .ok()
+            .and_then(|n| n.checked_mul(tensor.ty.size_bytes()))
+            .ok_or_else(too_large)?;
+        let words = bytes.div_ceil(8);
+        let mut buf: Vec<u64> = Vec::new();
+        buf.try_reserve_exact(words).map_err(|_| CallError::Alloc {
+            tensor: tensor.name.clone(),
+            bytes,
+        })?;
+        buf.resize(words, 0);
+        tensors[t] = buf.as_mut_ptr() as *mut u8;
+        temps.push(buf);
+    }
+    Ok(Frame {
+        tensors,
+        extents,
+        params: params.to_vec(),
+        _temps: temps,
+        _borrow: PhantomData,
+    })
+}
+
+/// Type, mutability, rank and length of one argument.
+fn check_arg(kernel: &Kernel, t: usize, arg: &Arg<'_>) -> Result<(), CallError> {
+    let tensor = &kernel.tensors[t];
+    let name = || tensor.name.clone();
+    if arg.data.ty() != tensor.ty {
+        return Err(CallError::WrongType {
+            arg: name(),
+            expected: tensor.ty,
+            found: arg.data.ty(),
+        });
+    }
+    if tensor.kind != TensorKind::Input && !arg.data.is_mut() {
+        return Err(CallError::NotMutable { arg: name() });
+    }
+    if arg.shape.len() != tensor.dims.len() {
+        return Err(CallError::WrongRank {
+            arg: name(),
+            expected: tensor.dims.len(),
+            found: arg.shape.len(),
+        });
+    }
+    let elements = arg
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .filter(|n| n.checked_mul(8).is_some_and(|b| b <= isize::MAX as usize))
+        .ok_or_else(|| CallError::TooLarge { name: name() })?;
+    if elements != arg.data.len() {
+        return Err(CallError::Length {
+            arg: name(),
+            shape: arg.shape.clone(),
+            expected: elements,
+            found: arg.data.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The extents, from explicit bindings and the plain dimensions of arguments.
+fn bind_extents(
+    kernel: &Kernel,
+    args: &[Arg<'_>],
+    ids: &[usize],
+    explicit: &[Option<i64>],
+) -> Result<Vec<i64>, CallError> {
+    let mut bound: Vec<Option<(i64, String)>> = explicit
+        .iter()
+        .map(|v| v.map(|v| (v, "extent".to_string())))
+        .collect();
+    bound.resize(kernel.extents.len(), None);
+    for (arg, &t) in args.iter().zip(ids) {
+        let tensor = &kernel.tensors[t];
+        for (d, (dim, &given)) in tensor.dims.iter().zip(&arg.shape).enumerate() {
+            let Some(e) = dim.0.as_var() else { continue };
+            let e = e.0 as usize;
+            let given = i64::try_from(given).map_err(|_| CallError::TooLarge {
+                name: tensor.name.clone(),
+            })?;
+            match &bound[e] {
+                None => bound[e] = Some((given, tensor.name.clone())),
+                Some((value, _)) if *value == given => {}
+                Some((value, from)) => {
+                    return Err(CallError::ExtentConflict {
+                        extent: kernel.extents[e].name.clone(),
+                        value: *value,
+                        from: from.clone(),
+                        arg: tensor.name.clone(),
+                        dim: d,
+                        found: given,
+                    });
+                }
+            }
+        }
+    }
+    bound
+        .into_iter()
+        .enumerate()
+        .map(|(e, b)| {
+            b.map(|(v, _)| v).ok_or_else(|| CallError::UnboundExtent {
+                extent: kernel.extents[e].name.clone(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,125 @@
+//! The only module with `unsafe`: owning JIT code, and calling it.
+//!
+//! [`OwnedModule`] frees a `JITModule`'s memory when dropped (Cranelift
+//! only frees code per whole module, in the `unsafe` `free_memory`).
+//! [`JitCode`] turns the finalized kernel function into a callable — the
+//! crate's one function-pointer transmute — and calls it on a validated
+//! [`Frame`], after `vzeroupper` on x86-64 CPUs with AVX (Cranelift mixes
+//! legacy-SSE and VEX code, which is slow with dirty upper ymm halves).
+
+use crate::args::Frame;
+use cranelift_jit::JITModule;
+use cranelift_module::{FuncId, Module};
+use passfold_codegen::kernel_signature;
+
+/// The kernel ABI of `passfold_codegen` (see its crate docs).
+type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, *const f64) -> i32;
+
+/// A JIT module whose code and data are freed on drop.
+pub(crate) struct OwnedModule(Option<JITModule>);
+
+impl OwnedModule {
+    pub fn new(module: JITModule) -> Self {
+        OwnedModule(Some(module))
+    }
+
+    /// The module (present until drop).
+    pub fn get_mut(&mut self) -> &mut JITModule {
+        self.0
+            .as_mut()
+            .expect("an OwnedModule holds its module until dropped")
+    }
+
+    fn get(&self) -> &JITModule {
+        self.0
+            .as_ref()
+            .expect("an OwnedModule holds its module until dropped")
+    }
+}
+
+impl Drop for OwnedModule {
+    fn drop(&mut self) {
+        if let Some(module) = self.0.take() {
+            // SAFETY: no pointer into this module's memory outlives it: the
+            // only one taken is `JitCode::entry`, which lives in the same
+            // `JitCode` as this module and is dropped with it; no call can
+            // be running since dropping needs the `JitCode` by value.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+/// A finalized kernel function and the module that owns its code.
+pub(crate) struct JitCode {
+    entry: KernelFn,
+    /// Never touched after construction; the mutex only makes the kernel
+    /// `Sync` (a `JITModule` is `Send` but not `Sync`), so compiled kernels
+    /// can be shared between threads.
+    _module: std::sync::Mutex<OwnedModule>,
+}
+
+impl JitCode {
+    /// Takes the finalized function `func` of `module`. Returns `None` if
+    /// `func` was not declared with the kernel signature or is not defined.
+    pub fn new(module: OwnedModule, func: FuncId) -> Option<JitCode> {
+        let m = module.get();
+        let decl = m.declarations().get_function_decl(func);
+        let expected = kernel_signature(m.isa().default_call_conv());
+        if decl.signature != expected || !decl.linkage.is_definable() {
+            return None;
+        }
+        let ptr = m.get_finalized_function(func);
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: `ptr` is the entry of a finalized function of this module
+        // whose declared signature is exactly `kernel_signature` for the
+        // host's default calling convention, which is `extern "C"` with
+        // three pointer-sized integer arguments and an `i32` result:
+        // `KernelFn`. The pointer stays valid while `module` lives, and it
+        // is stored next to it.
+        let entry = unsafe { std::mem::transmute::<*const u8, KernelFn>(ptr) };
+        Some(JitCode {
+            entry,
+            _module: std::sync::Mutex::new(module),
+        })
+    }
+
+    /// Runs the kernel on a validated frame and returns its status.
+    pub fn invoke(&self, frame: &mut Frame<'_>) -> i32 {
+        clear_upper_vector_state();
+        // SAFETY: the frame was built by `args::prepare` for this kernel:
+        // `tensors` has one pointer per kernel tensor, each to a live buffer
+        // (borrowed for the frame's lifetime, or a temporary the frame owns)
+        // with exactly the element count of its layout at `extents`, mutable
+        // wherever the kernel writes; `extents` and `params` have one entry
+        // per extent and parameter. The generated code reads and writes only
+        // inside those layouts (the ABI contract of `passfold_codegen`), and
+        // its helpers are the safe `extern "C"` functions of `helpers`.
+        unsafe {
+            (self.entry)(
+                frame.tensors.as_ptr(),
+                frame.extents.as_ptr(),
+                frame.params.as_ptr(),
+            )
+        }
+    }
+}
+
+/// `vzeroupper` before JIT code on x86-64 CPUs with AVX.
+fn clear_upper_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU supports AVX (checked above), so `vzeroupper`
+        // exists; it only zeroes the upper halves of the vector registers,
+        // which `clobber_abi("C")` declares clobbered, and touches neither
+        // memory, the stack nor the flags.
+        unsafe {
+            std::arch::asm!(
+                "vzeroupper",
+                clobber_abi("C"),
+                options(nomem, nostack, preserves_flags)
+            )
+        };
+    }
+}

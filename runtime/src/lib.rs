@@ -1,0 +1,207 @@
+//! passfold's runtime: compiled kernels and the safe call API.
+//!
+//! [`compile`] lowers a [`Plan`] with `passfold_codegen` for the host CPU
+//! and compiles it with Cranelift into a [`CompiledKernel`], which owns one
+//! JIT module (its code is freed when the kernel is dropped). A call binds
+//! each argument tensor ([`Arg`]: a slice and its shape), positionally with
+//! [`CompiledKernel::call`] or by name with [`CompiledKernel::bind`], and
+//! validates everything before machine code runs: element types,
+//! mutability, ranks, lengths, extents (bound from the arguments' plain
+//! dimensions, or explicitly), affine dimensions such as `j - i`, sizes.
+//! Temporaries are allocated per call. The only run-time failure is a
+//! gathered index outside an unpadded tensor, reported as
+//! [`CallError::GatherOutOfRange`] with the read's place in the source.
+//!
+//! All `unsafe` code lives in `call.rs`.
+#![warn(missing_docs)]
+
+mod args;
+mod call;
+mod error;
+mod helpers;
+mod jit;
+
+pub use args::{Arg, Data};
+pub use error::{CallError, CompileError};
+
+use passfold_codegen::{GatherSite, site_for_status};
+use passfold_dsl::{Kernel, Plan};
+
+/// Compiles `plan` for the host CPU.
+pub fn compile(plan: &Plan) -> Result<CompiledKernel, CompileError> {
+    let (code, gather_sites) = jit::build(plan)?;
+    Ok(CompiledKernel {
+        kernel: plan.kernel.clone(),
+        code,
+        gather_sites,
+        source: None,
+    })
+}
+
+/// A kernel compiled to machine code, ready to call.
+pub struct CompiledKernel {
+    kernel: Kernel,
+    code: call::JitCode,
+    gather_sites: Vec<GatherSite>,
+    source: Option<String>,
+}
+
+impl std::fmt::Debug for CompiledKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledKernel")
+            .field("kernel", &self.kernel.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompiledKernel {
+    /// Attaches the kernel's source text, so errors give lines and columns.
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The kernel compiled.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// The reads that can fail at run time (see `passfold_codegen::gather_sites`).
+    pub fn gather_sites(&self) -> &[GatherSite] {
+        &self.gather_sites
+    }
+
+    /// Calls the kernel with its argument tensors in `Kernel::arguments`
+    /// order (inputs, in-place, outputs) and its parameters in order.
+    pub fn call(&self, args: Vec<Arg<'_>>, params: &[f64]) -> Result<(), CallError> {
+        self.run(args, &[], params)
+    }
+
+    /// Starts a call that binds arguments, parameters and extents by name.
+    pub fn bind<'a>(&self) -> Call<'_, 'a> {
+        Call {
+            kernel: self,
+            args: (0..self.kernel.arguments().count()).map(|_| None).collect(),
+            params: vec![None; self.kernel.params.len()],
+            extents: vec![None; self.kernel.extents.len()],
+            error: None,
+        }
+    }
+
+    fn run(
+        &self,
+        args: Vec<Arg<'_>>,
+        extents: &[Option<i64>],
+        params: &[f64],
+    ) -> Result<(), CallError> {
+        let mut frame = args::prepare(&self.kernel, args, extents, params)?;
+        let status = self.code.invoke(&mut frame);
+        if status == 0 {
+            return Ok(());
+        }
+        let site =
+            site_for_status(&self.gather_sites, status).ok_or(CallError::Internal { status })?;
+        Err(CallError::GatherOutOfRange {
+            tensor: self.kernel.tensor(site.tensor).name.clone(),
+            span: site.span,
+            line_col: self.source.as_deref().map(|src| site.span.line_col(src)),
+        })
+    }
+}
+
+/// A call under construction, binding by name ([`CompiledKernel::bind`]).
+///
+/// Binding errors (unknown or repeated names) are reported by [`Call::run`].
+pub struct Call<'k, 'a> {
+    kernel: &'k CompiledKernel,
+    args: Vec<Option<Arg<'a>>>,
+    params: Vec<Option<f64>>,
+    extents: Vec<Option<i64>>,
+    error: Option<CallError>,
+}
+
+impl<'a> Call<'_, 'a> {
+    fn fail(&mut self, e: CallError) {
+        self.error.get_or_insert(e);
+    }
+
+    /// Binds the argument tensor `name`.
+    pub fn arg(mut self, name: &str, arg: Arg<'a>) -> Self {
+        let k = &self.kernel.kernel;
+        match k.arguments().position(|t| k.tensor(t).name == name) {
+            None => self.fail(unknown("argument", name)),
+            Some(i) if self.args[i].is_some() => self.fail(duplicate("argument", name)),
+            Some(i) => self.args[i] = Some(arg),
+        }
+        self
+    }
+
+    /// Binds the scalar parameter `name`.
+    pub fn param(mut self, name: &str, value: f64) -> Self {
+        match self
+            .kernel
+            .kernel
+            .params
+            .iter()
+            .position(|p| p.name == name)
+        {
+            None => self.fail(unknown("parameter", name)),
+            Some(i) if self.params[i].is_some() => self.fail(duplicate("parameter", name)),
+            Some(i) => self.params[i] = Some(value),
+        }
+        self
+    }
+
+    /// Binds the extent `name` explicitly (needed when no argument has it as
+    /// a plain dimension; otherwise checked against the arguments).
+    pub fn extent(mut self, name: &str, len: usize) -> Self {
+        match (self.kernel.kernel.extent_id(name), i64::try_from(len)) {
+            (None, _) => self.fail(unknown("extent", name)),
+            (Some(_), Err(_)) => self.fail(CallError::TooLarge {
+                name: name.to_string(),
+            }),
+            (Some(e), Ok(_)) if self.extents[e.0 as usize].is_some() => {
+                self.fail(duplicate("extent", name))
+            }
+            (Some(e), Ok(len)) => self.extents[e.0 as usize] = Some(len),
+        }
+        self
+    }
+
+    /// Validates the bindings and runs the kernel.
+    pub fn run(self) -> Result<(), CallError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let k = &self.kernel.kernel;
+        let mut args = Vec::with_capacity(self.args.len());
+        for (arg, t) in self.args.into_iter().zip(k.arguments()) {
+            args.push(arg.ok_or_else(|| CallError::Missing {
+                what: "argument",
+                name: k.tensor(t).name.clone(),
+            })?);
+        }
+        let mut params = Vec::with_capacity(self.params.len());
+        for (value, p) in self.params.into_iter().zip(&k.params) {
+            params.push(value.ok_or_else(|| CallError::Missing {
+                what: "parameter",
+                name: p.name.clone(),
+            })?);
+        }
+        self.kernel.run(args, &self.extents, &params)
+    }
+}
+
+fn unknown(what: &'static str, name: &str) -> CallError {
+    CallError::UnknownName {
+        what,
+        name: name.to_string(),
+    }
+}
+
+fn duplicate(what: &'static str, name: &str) -> CallError {
+    CallError::Duplicate {
+        what,
+        name: name.to_string(),
+    }
+}

@@ -1,0 +1,267 @@
+//! Every refused call returns its `CallError` before any machine code runs.
+
+mod common;
+
+use common::compile_src;
+use passfold_runtime::{Arg, CallError};
+
+const SOFTMAX_T: &str = "kernel softmax_t(x: f32[b, i], tau: f32) -> (y: f32[b, i]) {
+    m[b] = max[i](x[b, i] / tau);
+    s[b] = sum[i](exp(x[b, i] / tau - m[b]));
+    y[b, i] = exp(x[b, i] / tau - m[b]) / s[b];
+}";
+
+#[test]
+fn argument_errors() {
+    let k = compile_src(SOFTMAX_T);
+    let x = vec![0.0f32; 6];
+    let x64 = vec![0.0f64; 6];
+    let mut y = vec![0.0f32; 6];
+    let y_shared = vec![0.0f32; 6];
+
+    let err = k.call(vec![Arg::new(&x, &[2, 3])], &[1.0]).unwrap_err();
+    assert_eq!(
+        err,
+        CallError::ArgCount {
+            expected: 2,
+            found: 1
+        }
+    );
+
+    let err = k
+        .call(vec![Arg::new(&x, &[2, 3]), Arg::new(&mut y, &[2, 3])], &[])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::ParamCount {
+            expected: 1,
+            found: 0
+        }
+    );
+
+    let err = k
+        .call(
+            vec![Arg::new(&x64, &[2, 3]), Arg::new(&mut y, &[2, 3])],
+            &[1.0],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::WrongType { arg, .. } if arg == "x"),
+        "{err}"
+    );
+
+    let err = k
+        .call(
+            vec![Arg::new(&x, &[2, 3]), Arg::new(&y_shared, &[2, 3])],
+            &[1.0],
+        )
+        .unwrap_err();
+    assert_eq!(err, CallError::NotMutable { arg: "y".into() });
+
+    let err = k
+        .call(vec![Arg::new(&x, &[6]), Arg::new(&mut y, &[2, 3])], &[1.0])
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::WrongRank { arg, expected: 2, found: 1 } if arg == "x"),
+        "{err}"
+    );
+
+    let err = k
+        .call(
+            vec![Arg::new(&x, &[2, 4]), Arg::new(&mut y, &[2, 3])],
+            &[1.0],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Length { arg, expected: 8, found: 6, .. } if arg == "x"),
+        "{err}"
+    );
+
+    let err = k
+        .call(
+            vec![Arg::new(&x, &[3, 2]), Arg::new(&mut y, &[2, 3])],
+            &[1.0],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::ExtentConflict { extent, arg, from, .. } if extent == "b" && arg == "y" && from == "x"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("extent `b`"), "{err}");
+
+    let empty: Vec<f32> = Vec::new();
+    let err = k
+        .call(
+            vec![
+                Arg::new(&empty, &[usize::MAX, 2, 0][..2]),
+                Arg::new(&mut y, &[2, 3]),
+            ],
+            &[1.0],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::TooLarge { name } if name == "x"),
+        "{err}"
+    );
+
+    // An input passed mutably is accepted, and the call still works.
+    let mut x_mut = vec![1.0f32; 6];
+    k.call(
+        vec![Arg::new(&mut x_mut, &[2, 3]), Arg::new(&mut y, &[2, 3])],
+        &[1.0],
+    )
+    .unwrap();
+    assert!(y.iter().all(|&v| (v - 1.0 / 3.0).abs() < 1e-6), "{y:?}");
+}
+
+#[test]
+fn binding_by_name_errors() {
+    let k = compile_src(SOFTMAX_T);
+    let x = vec![0.0f32; 6];
+    let mut y = vec![0.0f32; 6];
+    let err = k
+        .bind()
+        .arg("x", Arg::new(&x, &[2, 3]))
+        .param("tau", 1.0)
+        .run()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Missing {
+            what: "argument",
+            name: "y".into()
+        }
+    );
+    let err = k
+        .bind()
+        .arg("x", Arg::new(&x, &[2, 3]))
+        .arg("y", Arg::new(&mut y, &[2, 3]))
+        .run()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Missing {
+            what: "parameter",
+            name: "tau".into()
+        }
+    );
+    let err = k.bind().arg("z", Arg::new(&x, &[2, 3])).run().unwrap_err();
+    assert_eq!(
+        err,
+        CallError::UnknownName {
+            what: "argument",
+            name: "z".into()
+        }
+    );
+    let err = k
+        .bind()
+        .param("tau", 1.0)
+        .param("tau", 2.0)
+        .run()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Duplicate {
+            what: "parameter",
+            name: "tau".into()
+        }
+    );
+    let err = k.bind().extent("q", 3).run().unwrap_err();
+    assert_eq!(
+        err,
+        CallError::UnknownName {
+            what: "extent",
+            name: "q".into()
+        }
+    );
+    let err = k
+        .bind()
+        .arg("x", Arg::new(&x, &[2, 3]))
+        .arg("y", Arg::new(&mut y, &[2, 3]))
+        .param("tau", 1.0)
+        .extent("i", 4)
+        .run()
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::ExtentConflict { extent, from, .. } if extent == "i" && from == "extent"),
+        "{err}"
+    );
+    k.bind()
+        .arg("y", Arg::new(&mut y, &[2, 3]))
+        .arg("x", Arg::new(&x, &[2, 3]))
+        .param("tau", 2.0)
+        .extent("i", 3)
+        .run()
+        .unwrap();
+}
+
+#[test]
+fn extent_errors() {
+    let src =
+        "kernel u(x: f32[j - i], a: f32[i]) -> (y: f32[i]) { y[i] = a[i] + sum[j](x[j - i]); }";
+    let k = compile_src(src);
+    let a = vec![1.0f32; 2];
+    let x = vec![1.0f32; 4];
+    let mut y = vec![0.0f32; 2];
+    let err = k
+        .call(
+            vec![
+                Arg::new(&x, &[4]),
+                Arg::new(&a, &[2]),
+                Arg::new(&mut y, &[2]),
+            ],
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(err, CallError::UnboundExtent { extent: "j".into() });
+    // len(j - i) = len(i) + len(j) - 1 = 2 + 3 - 1 = 4.
+    let err = k
+        .bind()
+        .arg("x", Arg::new(&x[..3], &[3]))
+        .arg("a", Arg::new(&a, &[2]))
+        .arg("y", Arg::new(&mut y, &[2]))
+        .extent("j", 3)
+        .run()
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::DimMismatch { arg, expected: 4, found: 3, form, .. } if arg == "x" && form == "j - i"),
+        "{err}"
+    );
+    k.bind()
+        .arg("x", Arg::new(&x, &[4]))
+        .arg("a", Arg::new(&a, &[2]))
+        .arg("y", Arg::new(&mut y, &[2]))
+        .extent("j", 3)
+        .run()
+        .unwrap();
+    assert_eq!(y, [4.0, 4.0]);
+}
+
+#[test]
+fn temporaries_too_large_to_address() {
+    let src = "kernel t(a: f32[k, i], b: f32[k, j]) -> (y: f32[k]) {
+        s[i, j] = 1.0;
+        y[k] = 0.0;
+    }";
+    let k = compile_src(src);
+    let empty: Vec<f32> = Vec::new();
+    let mut y: Vec<f32> = Vec::new();
+    let big = 1usize << 40;
+    let err = k
+        .call(
+            vec![
+                Arg::new(&empty, &[0, big]),
+                Arg::new(&empty, &[0, big]),
+                Arg::new(&mut y, &[0]),
+            ],
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(err, CallError::TooLarge { name: "s".into() });
+}
+
+#[test]
+fn compiled_kernels_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<passfold_runtime::CompiledKernel>();
+}
