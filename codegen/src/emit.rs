@@ -279,6 +279,24 @@ impl<'k, 'f> Emitter<'k, 'f> {
                     self.ops(body)?;
                     self.close_loop(frame);
                 }
+                Op::If { cond, then } => {
+                    self.cache.push();
+                    let c = self.value(*cond)?;
+                    self.cache.pop();
+                    let then_block = self.b.create_block();
+                    let join = self.b.create_block();
+                    self.b.ins().brif(c, then_block, &[], join, &[]);
+                    self.b.switch_to_block(then_block);
+                    self.b.seal_block(then_block);
+                    // Values cached outside stay valid inside (they dominate it),
+                    // but nothing computed inside may be reused after the join.
+                    self.cache.push();
+                    self.ops(then)?;
+                    self.cache.pop();
+                    self.b.ins().jump(join, &[]);
+                    self.b.switch_to_block(join);
+                    self.b.seal_block(join);
+                }
                 Op::Set { var, value } => {
                     let v = var.0 as usize;
                     let Some(&var_ty) = self.var_types.get(v) else {

@@ -67,9 +67,9 @@ impl ArgDecl {
     /// The declared name.
     pub fn name(&self) -> &Name {
         match self {
-            ArgDecl::Tensor { name, .. } | ArgDecl::Scalar { name, .. } | ArgDecl::Const { name, .. } => {
-                name
-            }
+            ArgDecl::Tensor { name, .. }
+            | ArgDecl::Scalar { name, .. }
+            | ArgDecl::Const { name, .. } => name,
         }
     }
 }

@@ -48,7 +48,9 @@ pub enum BindError {
         previous: i64,
     },
     /// No argument determines an extent.
-    #[error("extent `{extent}` is not the plain dimension of any argument, so no shape determines it")]
+    #[error(
+        "extent `{extent}` is not the plain dimension of any argument, so no shape determines it"
+    )]
     Unbound {
         /// The extent.
         extent: String,
@@ -100,7 +102,9 @@ pub fn bind_extents(kernel: &Kernel, shapes: &[Option<&[usize]>]) -> Result<Vec<
         }
         for (d, (dim, &len)) in t.dims.iter().zip(shape.iter()).enumerate() {
             let Some(e) = dim.0.as_var() else { continue };
-            let value = i64::try_from(len).map_err(|_| BindError::TooLarge { tensor: t.name.clone() })?;
+            let value = i64::try_from(len).map_err(|_| BindError::TooLarge {
+                tensor: t.name.clone(),
+            })?;
             match values[e.0 as usize] {
                 None => values[e.0 as usize] = Some((value, id)),
                 Some((prev, prev_id)) if prev != value => {
@@ -121,14 +125,20 @@ pub fn bind_extents(kernel: &Kernel, shapes: &[Option<&[usize]>]) -> Result<Vec<
     for (e, v) in kernel.extents.iter().zip(&values) {
         match v {
             Some((v, _)) => extents.push(*v),
-            None => return Err(BindError::Unbound { extent: e.name.clone() }),
+            None => {
+                return Err(BindError::Unbound {
+                    extent: e.name.clone(),
+                });
+            }
         }
     }
     for (&id, shape) in args.iter().zip(shapes) {
         let Some(shape) = shape else { continue };
         let t = kernel.tensor(id);
         for (d, (dim, &len)) in t.dims.iter().zip(shape.iter()).enumerate() {
-            let (_, expected) = dim.layout(&extents).ok_or_else(|| BindError::TooLarge { tensor: t.name.clone() })?;
+            let (_, expected) = dim.layout(&extents).ok_or_else(|| BindError::TooLarge {
+                tensor: t.name.clone(),
+            })?;
             if expected != len as i64 {
                 return Err(BindError::Affine {
                     tensor: t.name.clone(),
@@ -142,7 +152,9 @@ pub fn bind_extents(kernel: &Kernel, shapes: &[Option<&[usize]>]) -> Result<Vec<
     }
     for t in &kernel.tensors {
         if Layout::compute(t, &extents).is_none() {
-            return Err(BindError::TooLarge { tensor: t.name.clone() });
+            return Err(BindError::TooLarge {
+                tensor: t.name.clone(),
+            });
         }
     }
     Ok(extents)
@@ -162,7 +174,13 @@ pub fn shape_of(tensor: &Tensor, extents: &[i64]) -> Option<Vec<usize>> {
 pub fn gather_limit(kernel: &Kernel, tensor: TensorId, extents: &[i64]) -> Option<i64> {
     let mut limit: Option<i64> = None;
     for (_, node) in kernel.nodes.iter() {
-        let Node::Load { tensor: outer, index } = node else { continue };
+        let Node::Load {
+            tensor: outer,
+            index,
+        } = node
+        else {
+            continue;
+        };
         for (d, idx) in index.iter().enumerate() {
             let Index::Gather(g) = idx else { continue };
             if matches!(&kernel.nodes[*g], Node::Load { tensor: t, .. } if *t == tensor)

@@ -40,7 +40,10 @@ impl Span {
     /// column counted in characters.
     pub fn line_col(self, src: &str) -> (usize, usize) {
         let start = (self.start as usize).min(src.len());
-        let start = (0..=start).rev().find(|&i| src.is_char_boundary(i)).unwrap_or(0);
+        let start = (0..=start)
+            .rev()
+            .find(|&i| src.is_char_boundary(i))
+            .unwrap_or(0);
         let before = &src[..start];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -151,7 +154,10 @@ impl Diagnostics {
 fn clamp_range(span: Span, src: &str) -> std::ops::Range<usize> {
     let fix = |v: usize| {
         let v = v.min(src.len());
-        (0..=v).rev().find(|&i| src.is_char_boundary(i)).unwrap_or(0)
+        (0..=v)
+            .rev()
+            .find(|&i| src.is_char_boundary(i))
+            .unwrap_or(0)
     };
     let start = fix(span.start as usize);
     let end = fix(span.end as usize).max(start);

@@ -128,7 +128,9 @@ pub fn fuse_reductions(kernel: &Kernel, opts: &FuseOptions) -> Fused {
     let mut program = Program::default();
     for seg in &segments {
         match seg {
-            Segment::Alone(s) => program.body.extend(rules::unfused_nest(&rw.kernel, &stmts[*s])),
+            Segment::Alone(s) => program
+                .body
+                .extend(rules::unfused_nest(&rw.kernel, &stmts[*s])),
             Segment::Group(g) => {
                 let ops = emit_group(&mut rw, &mut program, &stmts, g, opts);
                 program.body.extend(ops);
@@ -138,7 +140,11 @@ pub fn fuse_reductions(kernel: &Kernel, opts: &FuseOptions) -> Fused {
     let rules = std::mem::take(&mut rw.rules);
     let kernel = rw.finish();
     crate::verify::verify(&kernel);
-    Fused { kernel, program, rules }
+    Fused {
+        kernel,
+        program,
+        rules,
+    }
 }
 
 /// Substitutes inlinable temporaries into their readers. Returns the
@@ -162,7 +168,9 @@ fn inline_temps(kernel: &Kernel, rw: &mut Rewriter) -> Vec<Stmt> {
         if inlinable.contains_key(&stmt.tensor) {
             subst.insert(stmt.tensor, value);
             let name = &kernel.tensor(stmt.tensor).name;
-            rw.rules.push(format!("inline `{name}`: recomputed in the sweeps that read it, never stored"));
+            rw.rules.push(format!(
+                "inline `{name}`: recomputed in the sweeps that read it, never stored"
+            ));
             continue;
         }
         out.push(Stmt {
@@ -195,7 +203,11 @@ fn is_inlinable(kernel: &Kernel, infos: &[Info], def: usize) -> bool {
     let stmt = &kernel.stmts[def];
     let tid = stmt.tensor;
     let own = mask(&stmt.indices);
-    let plain: Vec<Index> = stmt.indices.iter().map(|e| Index::Affine(Affine::var(*e))).collect();
+    let plain: Vec<Index> = stmt
+        .indices
+        .iter()
+        .map(|e| Index::Affine(Affine::var(*e)))
+        .collect();
     let mut any = false;
     for (r, reader) in kernel.stmts.iter().enumerate().skip(def + 1) {
         let info = &infos[r];
@@ -217,7 +229,8 @@ fn is_inlinable(kernel: &Kernel, infos: &[Info], def: usize) -> bool {
         any = true;
         let Some(axes) = &info.axes else { return false };
         let a = mask(axes);
-        if loads.iter().any(|(_, idx)| *idx != plain) || own & a == 0 || own & !(info.lhs | a) != 0 {
+        if loads.iter().any(|(_, idx)| *idx != plain) || own & a == 0 || own & !(info.lhs | a) != 0
+        {
             return false;
         }
         // Every load must sit inside one of the top-level reductions.
@@ -312,7 +325,13 @@ struct Member {
     elementwise: bool,
 }
 
-fn emit_group(rw: &mut Rewriter, program: &mut Program, stmts: &[Stmt], g: &Group, opts: &FuseOptions) -> Vec<Op> {
+fn emit_group(
+    rw: &mut Rewriter,
+    program: &mut Program,
+    stmts: &[Stmt],
+    g: &Group,
+    opts: &FuseOptions,
+) -> Vec<Op> {
     let r = mask(&g.rows);
     let a = mask(&g.axes);
     let mut phase_of: HashMap<TensorId, usize> = HashMap::new();
@@ -326,7 +345,12 @@ fn emit_group(rw: &mut Rewriter, program: &mut Program, stmts: &[Stmt], g: &Grou
         let tops = top_reductions(&rw.kernel, stmt.value);
         let scalars = rw.group_scalars_read(stmt.value, &phase_of);
         let floor = scalars.iter().map(|t| phase_of[t]).max();
-        let elem_floor = rw.group_scalars_read(stmt.value, &elem_phase).iter().map(|t| elem_phase[t]).max().unwrap_or(0);
+        let elem_floor = rw
+            .group_scalars_read(stmt.value, &elem_phase)
+            .iter()
+            .map(|t| elem_phase[t])
+            .max()
+            .unwrap_or(0);
         if tops.is_empty() {
             let elementwise = mask(&stmt.indices) == r | a && a != 0;
             let phase = match floor {
@@ -374,7 +398,13 @@ fn emit_group(rw: &mut Rewriter, program: &mut Program, stmts: &[Stmt], g: &Grou
         }
         if let [(top, Accumulator::Plain { .. })] = accs.as_slice()
             && stmt.value == *top
-            && matches!(rw.kernel.nodes[*top], Node::Reduce { op: ReduceOp::Max, .. })
+            && matches!(
+                rw.kernel.nodes[*top],
+                Node::Reduce {
+                    op: ReduceOp::Max,
+                    ..
+                }
+            )
             && mask(&stmt.indices) == r
         {
             pure_max.insert(stmt.tensor, *top);
@@ -391,10 +421,18 @@ fn emit_group(rw: &mut Rewriter, program: &mut Program, stmts: &[Stmt], g: &Grou
     // Sequential semantics of in-place updates hold within one sweep (members
     // run in statement order); across sweeps a member could run after a
     // later statement's store, so such groups stay unfused.
-    let writes_inout = g.members.iter().any(|&s| rw.kernel.tensor(stmts[s].tensor).kind == TensorKind::InOut);
+    let writes_inout = g
+        .members
+        .iter()
+        .any(|&s| rw.kernel.tensor(stmts[s].tensor).kind == TensorKind::InOut);
     if writes_inout && phases > 1 {
-        rw.rules.push("in-place updates across sweeps: group left unfused".into());
-        return g.members.iter().flat_map(|&s| rules::unfused_nest(&rw.kernel, &stmts[s])).collect();
+        rw.rules
+            .push("in-place updates across sweeps: group left unfused".into());
+        return g
+            .members
+            .iter()
+            .flat_map(|&s| rules::unfused_nest(&rw.kernel, &stmts[s]))
+            .collect();
     }
     let mut body = Vec::new();
     for p in 0..phases {

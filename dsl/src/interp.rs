@@ -118,9 +118,12 @@ pub fn interpret(
         .collect())
 }
 
-
 /// Allocates every tensor (temporaries zeroed) and checks argument lengths.
-fn setup(kernel: &Kernel, extents: &[i64], args: Vec<Vec<f64>>) -> Result<(Vec<Vec<f64>>, Vec<Layout>), InterpError> {
+fn setup(
+    kernel: &Kernel,
+    extents: &[i64],
+    args: Vec<Vec<f64>>,
+) -> Result<(Vec<Vec<f64>>, Vec<Layout>), InterpError> {
     let mut buffers: Vec<Vec<f64>> = Vec::with_capacity(kernel.tensors.len());
     let mut layouts = Vec::with_capacity(kernel.tensors.len());
     let mut args = args.into_iter();
@@ -131,7 +134,11 @@ fn setup(kernel: &Kernel, extents: &[i64], args: Vec<Vec<f64>>) -> Result<(Vec<V
             TensorKind::Temp => vec![0.0; len as usize],
             TensorKind::Output => {
                 let given = args.next().unwrap_or_default();
-                if given.is_empty() { vec![0.0; len as usize] } else { given }
+                if given.is_empty() {
+                    vec![0.0; len as usize]
+                } else {
+                    given
+                }
             }
             TensorKind::Input | TensorKind::InOut => args.next().unwrap_or_default(),
         };
@@ -163,7 +170,10 @@ pub fn interpret_program(
     check_arity("arguments", kernel.arguments().count(), args.len())?;
     check_arity("parameters", kernel.params.len(), params.len())?;
     if let Some((e, &v)) = kernel.extents.iter().zip(extents).find(|(_, v)| **v < 0) {
-        return Err(InterpError::BadExtent { extent: e.name.clone(), value: v });
+        return Err(InterpError::BadExtent {
+            extent: e.name.clone(),
+            value: v,
+        });
     }
     let (mut buffers, layouts) = setup(kernel, extents, args)?;
     let cx = Interp {
@@ -187,15 +197,26 @@ pub fn interpret_program(
 
 fn check_arity(what: &'static str, expected: usize, found: usize) -> Result<(), InterpError> {
     if expected != found {
-        return Err(InterpError::Arity { what, expected, found });
+        return Err(InterpError::Arity {
+            what,
+            expected,
+            found,
+        });
     }
     Ok(())
 }
 
 fn bad_extent(kernel: &Kernel, extents: &[i64]) -> InterpError {
-    let (i, v) = extents.iter().enumerate().max_by_key(|(_, v)| **v).map_or((0, 0), |(i, v)| (i, *v));
+    let (i, v) = extents
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, v)| **v)
+        .map_or((0, 0), |(i, v)| (i, *v));
     InterpError::BadExtent {
-        extent: kernel.extents.get(i).map_or(String::new(), |e| e.name.clone()),
+        extent: kernel
+            .extents
+            .get(i)
+            .map_or(String::new(), |e| e.name.clone()),
         value: v,
     }
 }
@@ -214,7 +235,11 @@ pub struct Layout {
 impl Layout {
     /// The layout of `tensor` at the given extents, `None` on overflow.
     pub fn compute(tensor: &Tensor, extents: &[i64]) -> Option<Layout> {
-        let dims: Vec<(i64, i64)> = tensor.dims.iter().map(|d| d.layout(extents)).collect::<Option<_>>()?;
+        let dims: Vec<(i64, i64)> = tensor
+            .dims
+            .iter()
+            .map(|d| d.layout(extents))
+            .collect::<Option<_>>()?;
         let mut strides = vec![0; dims.len()];
         let mut len: i64 = 1;
         for (d, &(_, n)) in dims.iter().enumerate().rev() {
@@ -255,12 +280,21 @@ impl Interp<'_> {
                         self.ops(body, buffers)?;
                     }
                 }
+                Op::If { cond, then } => {
+                    if self.eval(*cond, buffers)? != 0.0 {
+                        self.ops(then, buffers)?;
+                    }
+                }
                 Op::Set { var, value } => {
                     let ty = self.kernel.ty(*value);
                     let v = self.eval(*value, buffers)?;
                     self.vars[var.0 as usize].set(self.round(ty, v));
                 }
-                Op::Store { tensor, index, value } => {
+                Op::Store {
+                    tensor,
+                    index,
+                    value,
+                } => {
                     let t = tensor.0 as usize;
                     let v = self.round(self.kernel.tensors[t].ty, self.eval(*value, buffers)?);
                     let layout = &self.layouts[t];
@@ -277,7 +311,11 @@ impl Interp<'_> {
     }
 
     fn statement(&self, stmt: &Stmt, buffers: &mut [Vec<f64>]) -> Result<(), InterpError> {
-        let dims: Vec<i64> = stmt.indices.iter().map(|e| self.extents[e.0 as usize]).collect();
+        let dims: Vec<i64> = stmt
+            .indices
+            .iter()
+            .map(|e| self.extents[e.0 as usize])
+            .collect();
         if dims.iter().any(|&n| n == 0) {
             return Ok(());
         }
@@ -299,7 +337,13 @@ impl Interp<'_> {
         }
     }
 
-    fn load(&self, tensor: TensorId, index: &[Index], span: Span, buffers: &[Vec<f64>]) -> Result<f64, InterpError> {
+    fn load(
+        &self,
+        tensor: TensorId,
+        index: &[Index],
+        span: Span,
+        buffers: &[Vec<f64>],
+    ) -> Result<f64, InterpError> {
         let t = &self.kernel.tensors[tensor.0 as usize];
         let layout = &self.layouts[tensor.0 as usize];
         let mut offset = 0i64;
@@ -376,7 +420,9 @@ impl Interp<'_> {
                 let x = self.eval(*a, buffers)?;
                 let p = f64::from_bits(*p);
                 match (self.precision, ty) {
-                    (Precision::Declared, ScalarType::F32) => math::f32::powf(x as f32, p as f32) as f64,
+                    (Precision::Declared, ScalarType::F32) => {
+                        math::f32::powf(x as f32, p as f32) as f64
+                    }
                     _ => math::powf(x, p),
                 }
             }

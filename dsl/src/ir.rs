@@ -120,14 +120,17 @@ impl Affine {
 
     /// `self + scale·other`, or `None` on coefficient overflow.
     pub fn add_scaled(&self, other: &Affine, scale: i64) -> Option<Affine> {
-        let mut map: std::collections::BTreeMap<ExtentId, i64> = self.terms.iter().copied().collect();
+        let mut map: std::collections::BTreeMap<ExtentId, i64> =
+            self.terms.iter().copied().collect();
         for &(v, c) in &other.terms {
             let e = map.entry(v).or_insert(0);
             *e = e.checked_add(c.checked_mul(scale)?)?;
         }
         Some(Affine {
             terms: map.into_iter().filter(|&(_, c)| c != 0).collect(),
-            constant: self.constant.checked_add(other.constant.checked_mul(scale)?)?,
+            constant: self
+                .constant
+                .checked_add(other.constant.checked_mul(scale)?)?,
         })
     }
 
@@ -249,7 +252,9 @@ pub struct Tensor {
 impl Tensor {
     /// Number of elements for the given extent lengths, `None` on overflow.
     pub fn len(&self, lens: &[i64]) -> Option<i64> {
-        self.dims.iter().try_fold(1i64, |acc, d| acc.checked_mul(d.layout(lens)?.1))
+        self.dims
+            .iter()
+            .try_fold(1i64, |acc, d| acc.checked_mul(d.layout(lens)?.1))
     }
 
     /// Whether the tensor has no dimensions.
@@ -483,12 +488,18 @@ impl Kernel {
 
     /// Looks up an extent by name.
     pub fn extent_id(&self, name: &str) -> Option<ExtentId> {
-        self.extents.iter().position(|e| e.name == name).map(|i| ExtentId(i as u32))
+        self.extents
+            .iter()
+            .position(|e| e.name == name)
+            .map(|i| ExtentId(i as u32))
     }
 
     /// Looks up a tensor by name.
     pub fn tensor_id(&self, name: &str) -> Option<TensorId> {
-        self.tensors.iter().position(|t| t.name == name).map(|i| TensorId(i as u32))
+        self.tensors
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| TensorId(i as u32))
     }
 
     /// Ids of the caller-visible tensors (inputs, outputs, in-place), in order.
@@ -585,7 +596,9 @@ impl NodeBuilder {
             debug_assert_eq!(h, h2);
             b.types.push(kernel.node_types[h.index()]);
             b.spans.push(kernel.node_spans[h.index()]);
-            b.dedup.entry((node.clone(), kernel.node_types[h.index()])).or_insert(h);
+            b.dedup
+                .entry((node.clone(), kernel.node_types[h.index()]))
+                .or_insert(h);
         }
         b
     }

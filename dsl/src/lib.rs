@@ -44,7 +44,11 @@ pub fn check(src: &str, opts: &LowerOptions) -> Result<Kernel, Diagnostics> {
 }
 
 /// Parses, checks and plans kernel text: the whole front end.
-pub fn compile(src: &str, opts: &LowerOptions, plan_opts: PlanOptions) -> Result<Plan, Diagnostics> {
+pub fn compile(
+    src: &str,
+    opts: &LowerOptions,
+    plan_opts: PlanOptions,
+) -> Result<Plan, Diagnostics> {
     let kernel = check(src, opts)?;
     Ok(plan(&kernel, plan_opts))
 }

@@ -44,6 +44,14 @@ pub enum Op {
         /// The value.
         value: Handle<Node>,
     },
+    /// `if cond { then }`: a branch taken rarely (a running max moving), so
+    /// the common path skips its work.
+    If {
+        /// A `bool` node.
+        cond: Handle<Node>,
+        /// Ops run when `cond` holds.
+        then: Vec<Op>,
+    },
     /// `tensor[index] = value`, each subscript a bound index variable.
     Store {
         /// The tensor written.
@@ -67,7 +75,10 @@ pub struct Program {
 impl Program {
     /// Adds a variable.
     pub fn var(&mut self, name: impl Into<String>, ty: ScalarType) -> VarId {
-        self.vars.push(Var { name: name.into(), ty });
+        self.vars.push(Var {
+            name: name.into(),
+            ty,
+        });
         VarId(self.vars.len() as u32 - 1)
     }
 
@@ -99,16 +110,36 @@ impl Program {
                     self.write_ops(f, kernel, body, depth + 1, &mut inner, reads_var)?;
                     writeln!(f, "{pad}}}")?;
                 }
+                Op::If { cond, then } => {
+                    self.write_nodes(f, kernel, *cond, &pad, printed)?;
+                    writeln!(f, "{pad}if {} {{", self.operand(kernel, *cond))?;
+                    let mut inner = printed.clone();
+                    self.write_ops(f, kernel, then, depth + 1, &mut inner, reads_var)?;
+                    writeln!(f, "{pad}}}")?;
+                    // Variables may have changed inside.
+                    for (p, r) in printed.iter_mut().zip(reads_var) {
+                        *p &= !r;
+                    }
+                }
                 Op::Set { var, value } => {
                     self.write_nodes(f, kernel, *value, &pad, printed)?;
-                    writeln!(f, "{pad}{} = {}", self.var_name(*var), self.operand(kernel, *value))?;
+                    writeln!(
+                        f,
+                        "{pad}{} = {}",
+                        self.var_name(*var),
+                        self.operand(kernel, *value)
+                    )?;
                     // A node that reads a variable means its value at each
                     // use: print it again after the variable changes.
                     for (p, r) in printed.iter_mut().zip(reads_var) {
                         *p &= !r;
                     }
                 }
-                Op::Store { tensor, index, value } => {
+                Op::Store {
+                    tensor,
+                    index,
+                    value,
+                } => {
                     self.write_nodes(f, kernel, *value, &pad, printed)?;
                     write!(f, "{pad}{}", kernel.tensor(*tensor).name)?;
                     kernel.write_indices(f, index)?;
@@ -168,7 +199,8 @@ impl Program {
 pub fn reads_vars(kernel: &Kernel) -> Vec<bool> {
     let mut out = vec![false; kernel.nodes.len()];
     for (h, node) in kernel.nodes.iter() {
-        out[h.index()] = matches!(node, Node::Var(_)) || node.operands().iter().any(|o| out[o.index()]);
+        out[h.index()] =
+            matches!(node, Node::Var(_)) || node.operands().iter().any(|o| out[o.index()]);
     }
     out
 }

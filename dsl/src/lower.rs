@@ -9,10 +9,10 @@
 //! type their context gives them; an `i32` meeting a float is converted to
 //! that float; `f32` meeting `f64` is an error.
 
+use crate::arena::Handle;
 use crate::ast::*;
 use crate::diag::{Diagnostic, Diagnostics, Span};
 use crate::ir::*;
-use crate::arena::Handle;
 
 /// Choices made when lowering a kernel.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -106,7 +106,11 @@ struct Lowerer<'a> {
 #[derive(Clone, Copy, Debug)]
 enum Val {
     Node(Handle<Node>),
-    Num { value: f64, is_int: bool, span: Span },
+    Num {
+        value: f64,
+        is_int: bool,
+        span: Span,
+    },
 }
 
 /// The index variables bound at a point of an expression.
@@ -163,11 +167,17 @@ fn parse_type(name: &Name, float: Option<ScalarType>) -> Res<ScalarType> {
 
 impl Lowerer<'_> {
     fn extent_by_name(&self, name: &str) -> Option<ExtentId> {
-        self.extents.iter().position(|e| e.name == name).map(|i| ExtentId(i as u32))
+        self.extents
+            .iter()
+            .position(|e| e.name == name)
+            .map(|i| ExtentId(i as u32))
     }
 
     fn tensor_by_name(&self, name: &str) -> Option<TensorId> {
-        self.tensors.iter().position(|t| t.name == name).map(|i| TensorId(i as u32))
+        self.tensors
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| TensorId(i as u32))
     }
 
     fn extent_or_new(&mut self, name: &Name) -> Res<ExtentId> {
@@ -188,7 +198,11 @@ impl Lowerer<'_> {
     }
 
     /// Reads an affine form; `var` resolves (or creates) each name.
-    fn affine(&mut self, e: &Expr, var: &mut dyn FnMut(&mut Self, &Name) -> Res<Option<Affine>>) -> Res<Option<Affine>> {
+    fn affine(
+        &mut self,
+        e: &Expr,
+        var: &mut dyn FnMut(&mut Self, &Name) -> Res<Option<Affine>>,
+    ) -> Res<Option<Affine>> {
         let overflow = || Diagnostic::new("index arithmetic overflows", e.span, "here");
         Ok(match &e.kind {
             ExprKind::Int(v) => Some(Affine::constant(*v)),
@@ -225,9 +239,14 @@ impl Lowerer<'_> {
             || self.params.iter().any(|p| p.name == name.text)
             || self.consts.iter().any(|c| c.name == name.text);
         if taken {
-            return Err(Diagnostic::new(format!("`{}` is declared twice", name.text), name.span, "second declaration"));
+            return Err(Diagnostic::new(
+                format!("`{}` is declared twice", name.text),
+                name.span,
+                "second declaration",
+            ));
         }
-        if matches!(name.text.as_str(), "inf" | "nan") || FUNCTIONS.iter().any(|f| f.0 == name.text) {
+        if matches!(name.text.as_str(), "inf" | "nan") || FUNCTIONS.iter().any(|f| f.0 == name.text)
+        {
             return Err(Diagnostic::new(
                 format!("`{}` is a built-in name and cannot be declared", name.text),
                 name.span,
@@ -238,11 +257,22 @@ impl Lowerer<'_> {
     }
 
     fn declare(&mut self, ast: &Ast) -> Res<()> {
-        let decls = ast.args.iter().map(|a| (a, false)).chain(ast.outputs.iter().map(|a| (a, true)));
+        let decls = ast
+            .args
+            .iter()
+            .map(|a| (a, false))
+            .chain(ast.outputs.iter().map(|a| (a, true)));
         for (decl, is_output) in decls {
             self.check_fresh_name(decl.name())?;
             match decl {
-                ArgDecl::Tensor { name, mutable, ty, dims, pad, span } => {
+                ArgDecl::Tensor {
+                    name,
+                    mutable,
+                    ty,
+                    dims,
+                    pad,
+                    span,
+                } => {
                     if *mutable && is_output {
                         return Err(Diagnostic::new(
                             "`mut` belongs on an argument, not an output",
@@ -263,7 +293,11 @@ impl Lowerer<'_> {
                                 )
                             })?;
                         if form.terms.is_empty() {
-                            return Err(Diagnostic::new("a dimension must name an extent", d.span, "a constant"));
+                            return Err(Diagnostic::new(
+                                "a dimension must name an extent",
+                                d.span,
+                                "a constant",
+                            ));
                         }
                         if is_output && form.as_var().is_none() {
                             return Err(Diagnostic::new(
@@ -312,15 +346,28 @@ impl Lowerer<'_> {
                 }
                 ArgDecl::Const { name, ty, default } => {
                     if parse_type(ty, None)? != ScalarType::I32 {
-                        return Err(Diagnostic::new("a `const` parameter must be `i32`", ty.span, "not `i32`"));
+                        return Err(Diagnostic::new(
+                            "a `const` parameter must be `i32`",
+                            ty.span,
+                            "not `i32`",
+                        ));
                     }
-                    let given = self.opts.consts.iter().find(|(n, _)| *n == name.text).map(|c| c.1);
+                    let given = self
+                        .opts
+                        .consts
+                        .iter()
+                        .find(|(n, _)| *n == name.text)
+                        .map(|c| c.1);
                     let value = match (given, default) {
                         (Some(v), _) => v,
                         (None, Some(d)) => {
                             let v = self.const_value(d)?;
                             if v.fract() != 0.0 || v.abs() > i32::MAX as f64 {
-                                return Err(Diagnostic::new("a `const` value must be an integer", d.span, "not an integer"));
+                                return Err(Diagnostic::new(
+                                    "a `const` value must be an integer",
+                                    d.span,
+                                    "not an integer",
+                                ));
                             }
                             v as i64
                         }
@@ -350,8 +397,14 @@ impl Lowerer<'_> {
                 ));
             }
         }
-        if self.params.iter().any(|p| p.ty.is_float()) && self.tensors.iter().all(|t| !t.ty.is_float()) {
-            self.default_float = self.params.iter().find(|p| p.ty.is_float()).map_or(ScalarType::F32, |p| p.ty);
+        if self.params.iter().any(|p| p.ty.is_float())
+            && self.tensors.iter().all(|t| !t.ty.is_float())
+        {
+            self.default_float = self
+                .params
+                .iter()
+                .find(|p| p.ty.is_float())
+                .map_or(ScalarType::F32, |p| p.ty);
         }
         Ok(())
     }
@@ -364,7 +417,11 @@ impl Lowerer<'_> {
             ExprKind::Neg(a) => Ok(-self.const_value(a)?),
             ExprKind::Name(n) if n.text == "inf" => Ok(f64::INFINITY),
             ExprKind::Name(n) if n.text == "nan" => Ok(f64::NAN),
-            _ => Err(Diagnostic::new("expected a constant number", e.span, "not a constant")),
+            _ => Err(Diagnostic::new(
+                "expected a constant number",
+                e.span,
+                "not a constant",
+            )),
         }
     }
 
@@ -380,7 +437,11 @@ impl Lowerer<'_> {
                 ));
             };
             if scope.has(e) {
-                return Err(Diagnostic::new(format!("index `{}` appears twice", n.text), n.span, "repeated"));
+                return Err(Diagnostic::new(
+                    format!("index `{}` appears twice", n.text),
+                    n.span,
+                    "repeated",
+                ));
             }
             scope = scope.with(e);
             indices.push(e);
@@ -397,7 +458,10 @@ impl Lowerer<'_> {
                             "an input is read-only",
                         )
                         .with_label(self.tensor_spans[id.0 as usize], "declared here")
-                        .with_note(format!("declare it `{}: mut {}[...]` to update it in place", t.name, t.ty)));
+                        .with_note(format!(
+                            "declare it `{}: mut {}[...]` to update it in place",
+                            t.name, t.ty
+                        )));
                     }
                     _ if self.written[id.0 as usize] => {
                         return Err(Diagnostic::new(
@@ -409,12 +473,25 @@ impl Lowerer<'_> {
                     _ => {}
                 }
                 let dims_match = t.dims.len() == indices.len()
-                    && t.dims.iter().zip(&indices).all(|(d, e)| d.0.as_var() == Some(*e));
+                    && t.dims
+                        .iter()
+                        .zip(&indices)
+                        .all(|(d, e)| d.0.as_var() == Some(*e));
                 if !dims_match {
-                    let want: Vec<String> = t.dims.iter().map(|d| affine_text(&d.0, &self.extents)).collect();
+                    let want: Vec<String> = t
+                        .dims
+                        .iter()
+                        .map(|d| affine_text(&d.0, &self.extents))
+                        .collect();
                     return Err(Diagnostic::new(
-                        format!("`{}` is declared `[{}]` but written with other indices", t.name, want.join(", ")),
-                        stmt.target.span.join(stmt.indices.last().map_or(stmt.target.span, |n| n.span)),
+                        format!(
+                            "`{}` is declared `[{}]` but written with other indices",
+                            t.name,
+                            want.join(", ")
+                        ),
+                        stmt.target
+                            .span
+                            .join(stmt.indices.last().map_or(stmt.target.span, |n| n.span)),
                         format!("expected `{}[{}]`", t.name, want.join(", ")),
                     ));
                 }
@@ -450,7 +527,11 @@ impl Lowerer<'_> {
             (v, Some(ty)) => self.coerce(v, ty)?,
             (Val::Node(h), None) => h,
             (v @ Val::Num { is_int, .. }, None) => {
-                let ty = if is_int { ScalarType::I32 } else { self.default_float };
+                let ty = if is_int {
+                    ScalarType::I32
+                } else {
+                    self.default_float
+                };
                 self.coerce(v, ty)?
             }
         };
@@ -487,23 +568,43 @@ impl Lowerer<'_> {
         Ok(())
     }
 
-    fn num_node(&mut self, value: f64, is_int: bool, span: Span, ty: ScalarType) -> Res<Handle<Node>> {
+    fn num_node(
+        &mut self,
+        value: f64,
+        is_int: bool,
+        span: Span,
+        ty: ScalarType,
+    ) -> Res<Handle<Node>> {
         match ty {
-            ScalarType::F32 | ScalarType::F64 => Ok(self.nodes.add(Node::ConstFloat(value.to_bits()), ty, span)),
+            ScalarType::F32 | ScalarType::F64 => {
+                Ok(self.nodes.add(Node::ConstFloat(value.to_bits()), ty, span))
+            }
             ScalarType::I32 => {
                 if !is_int || value.fract() != 0.0 || value.abs() > i32::MAX as f64 {
-                    return Err(Diagnostic::new("expected an `i32` value", span, "not an integer"));
+                    return Err(Diagnostic::new(
+                        "expected an `i32` value",
+                        span,
+                        "not an integer",
+                    ));
                 }
                 Ok(self.nodes.add(Node::ConstInt(value as i64), ty, span))
             }
-            ScalarType::Bool => Err(Diagnostic::new("expected a comparison, found a number", span, "a number")),
+            ScalarType::Bool => Err(Diagnostic::new(
+                "expected a comparison, found a number",
+                span,
+                "a number",
+            )),
         }
     }
 
     /// Gives `v` the type `ty`: numbers take it, `i32` converts to a float.
     fn coerce(&mut self, v: Val, ty: ScalarType) -> Res<Handle<Node>> {
         match v {
-            Val::Num { value, is_int, span } => self.num_node(value, is_int, span, ty),
+            Val::Num {
+                value,
+                is_int,
+                span,
+            } => self.num_node(value, is_int, span, ty),
             Val::Node(h) => {
                 let have = self.nodes.ty(h);
                 if have == ty {
@@ -543,16 +644,29 @@ impl Lowerer<'_> {
     }
 
     /// Brings two operands to one numeric type.
-    fn unify(&mut self, a: Val, b: Val, what: &str, span: Span) -> Res<(Handle<Node>, Handle<Node>, ScalarType)> {
+    fn unify(
+        &mut self,
+        a: Val,
+        b: Val,
+        what: &str,
+        span: Span,
+    ) -> Res<(Handle<Node>, Handle<Node>, ScalarType)> {
         let ty = match (self.val_ty(a), self.val_ty(b)) {
             (None, None) => unreachable_num(span)?,
             (Some(t), None) | (None, Some(t)) => {
                 // A float number meeting an i32 makes the operation a float one.
-                let other_num_is_float = matches!(a, Val::Num { is_int: false, .. }) || matches!(b, Val::Num { is_int: false, .. });
-                if t == ScalarType::I32 && other_num_is_float { self.default_float } else { t }
+                let other_num_is_float = matches!(a, Val::Num { is_int: false, .. })
+                    || matches!(b, Val::Num { is_int: false, .. });
+                if t == ScalarType::I32 && other_num_is_float {
+                    self.default_float
+                } else {
+                    t
+                }
             }
             (Some(x), Some(y)) if x == y => x,
-            (Some(ScalarType::I32), Some(f)) | (Some(f), Some(ScalarType::I32)) if f.is_float() => f,
+            (Some(ScalarType::I32), Some(f)) | (Some(f), Some(ScalarType::I32)) if f.is_float() => {
+                f
+            }
             (Some(x), Some(y)) => {
                 return Err(Diagnostic::new(
                     format!("mismatched types in {what}: `{x}` and `{y}`"),
@@ -564,7 +678,11 @@ impl Lowerer<'_> {
             }
         };
         if ty == ScalarType::Bool {
-            return Err(Diagnostic::new(format!("{what} needs numbers, found a comparison"), span, "a `bool`"));
+            return Err(Diagnostic::new(
+                format!("{what} needs numbers, found a comparison"),
+                span,
+                "a `bool`",
+            ));
         }
         Ok((self.coerce(a, ty)?, self.coerce(b, ty)?, ty))
     }
@@ -573,7 +691,11 @@ impl Lowerer<'_> {
         let ty = match self.val_ty(v) {
             Some(t) if t.is_float() => t,
             Some(ScalarType::Bool) => {
-                return Err(Diagnostic::new("expected a number, found a comparison", span, "a `bool`"));
+                return Err(Diagnostic::new(
+                    "expected a number, found a comparison",
+                    span,
+                    "a `bool`",
+                ));
             }
             _ => self.default_float,
         };
@@ -583,33 +705,61 @@ impl Lowerer<'_> {
     fn bool_arg(&mut self, v: Val, span: Span) -> Res<Handle<Node>> {
         match v {
             Val::Node(h) if self.nodes.ty(h) == ScalarType::Bool => Ok(h),
-            _ => Err(Diagnostic::new("expected a comparison (`bool`)", span, "not a `bool`")),
+            _ => Err(Diagnostic::new(
+                "expected a comparison (`bool`)",
+                span,
+                "not a `bool`",
+            )),
         }
     }
 
     fn expr(&mut self, e: &Expr, scope: Scope, target: Option<Target>) -> Res<Val> {
         let span = e.span;
         match &e.kind {
-            ExprKind::Int(v) => Ok(Val::Num { value: *v as f64, is_int: true, span }),
-            ExprKind::Float(v) => Ok(Val::Num { value: *v, is_int: false, span }),
+            ExprKind::Int(v) => Ok(Val::Num {
+                value: *v as f64,
+                is_int: true,
+                span,
+            }),
+            ExprKind::Float(v) => Ok(Val::Num {
+                value: *v,
+                is_int: false,
+                span,
+            }),
             ExprKind::Name(n) => self.name(n, scope, target),
             ExprKind::Neg(a) => {
                 let a = self.expr(a, scope, target)?;
                 match a {
-                    Val::Num { value, is_int, .. } => Ok(Val::Num { value: -value, is_int, span }),
+                    Val::Num { value, is_int, .. } => Ok(Val::Num {
+                        value: -value,
+                        is_int,
+                        span,
+                    }),
                     Val::Node(h) => {
                         let ty = self.nodes.ty(h);
                         if ty == ScalarType::Bool {
-                            return Err(Diagnostic::new("cannot negate a comparison; use `!`", span, "a `bool`"));
+                            return Err(Diagnostic::new(
+                                "cannot negate a comparison; use `!`",
+                                span,
+                                "a `bool`",
+                            ));
                         }
-                        Ok(Val::Node(self.nodes.add(Node::Unary(UnOp::Neg, h), ty, span)))
+                        Ok(Val::Node(self.nodes.add(
+                            Node::Unary(UnOp::Neg, h),
+                            ty,
+                            span,
+                        )))
                     }
                 }
             }
             ExprKind::Not(a) => {
                 let a = self.expr(a, scope, target)?;
                 let h = self.bool_arg(a, span)?;
-                Ok(Val::Node(self.nodes.add(Node::Unary(UnOp::Not, h), ScalarType::Bool, span)))
+                Ok(Val::Node(self.nodes.add(
+                    Node::Unary(UnOp::Not, h),
+                    ScalarType::Bool,
+                    span,
+                )))
             }
             ExprKind::Binary(op, a, b) => {
                 let a = self.expr(a, scope, target)?;
@@ -623,31 +773,69 @@ impl Lowerer<'_> {
     }
 
     fn binary(&mut self, op: AstBinOp, a: Val, b: Val, span: Span) -> Res<Val> {
-        if let (Val::Num { value: x, is_int: xi, .. }, Val::Num { value: y, is_int: yi, .. }) = (a, b) {
+        if let (
+            Val::Num {
+                value: x,
+                is_int: xi,
+                ..
+            },
+            Val::Num {
+                value: y,
+                is_int: yi,
+                ..
+            },
+        ) = (a, b)
+        {
             let is_int = xi && yi;
             let value = match op {
                 AstBinOp::Add => x + y,
                 AstBinOp::Sub => x - y,
                 AstBinOp::Mul => x * y,
-                AstBinOp::Div => return Ok(Val::Num { value: x / y, is_int: false, span }),
+                AstBinOp::Div => {
+                    return Ok(Val::Num {
+                        value: x / y,
+                        is_int: false,
+                        span,
+                    });
+                }
                 _ => {
                     return Err(Diagnostic::new(
-                        format!("`{}` between two constants; write the result instead", op.symbol()),
+                        format!(
+                            "`{}` between two constants; write the result instead",
+                            op.symbol()
+                        ),
                         span,
                         "constant comparison",
                     ));
                 }
             };
-            return Ok(Val::Num { value, is_int, span });
+            return Ok(Val::Num {
+                value,
+                is_int,
+                span,
+            });
         }
         match op {
             AstBinOp::And | AstBinOp::Or => {
                 let a = self.bool_arg(a, span)?;
                 let b = self.bool_arg(b, span)?;
-                let op = if op == AstBinOp::And { BinOp::And } else { BinOp::Or };
-                Ok(Val::Node(self.nodes.add(Node::Binary(op, a, b), ScalarType::Bool, span)))
+                let op = if op == AstBinOp::And {
+                    BinOp::And
+                } else {
+                    BinOp::Or
+                };
+                Ok(Val::Node(self.nodes.add(
+                    Node::Binary(op, a, b),
+                    ScalarType::Bool,
+                    span,
+                )))
             }
-            AstBinOp::Lt | AstBinOp::Le | AstBinOp::Gt | AstBinOp::Ge | AstBinOp::Eq | AstBinOp::Ne => {
+            AstBinOp::Lt
+            | AstBinOp::Le
+            | AstBinOp::Gt
+            | AstBinOp::Ge
+            | AstBinOp::Eq
+            | AstBinOp::Ne => {
                 let (a, b, _) = self.unify(a, b, "a comparison", span)?;
                 let cmp = match op {
                     AstBinOp::Lt => CmpOp::Lt,
@@ -657,7 +845,11 @@ impl Lowerer<'_> {
                     AstBinOp::Eq => CmpOp::Eq,
                     _ => CmpOp::Ne,
                 };
-                Ok(Val::Node(self.nodes.add(Node::Cmp(cmp, a, b), ScalarType::Bool, span)))
+                Ok(Val::Node(self.nodes.add(
+                    Node::Cmp(cmp, a, b),
+                    ScalarType::Bool,
+                    span,
+                )))
             }
             _ => {
                 let what = format!("`{}`", op.symbol());
@@ -687,36 +879,71 @@ impl Lowerer<'_> {
             if !scope.has(e) {
                 return Err(unbound(n));
             }
-            return Ok(Val::Node(self.nodes.add(Node::IndexValue(e), ScalarType::I32, span)));
+            return Ok(Val::Node(self.nodes.add(
+                Node::IndexValue(e),
+                ScalarType::I32,
+                span,
+            )));
         }
         if let Some(i) = self.params.iter().position(|p| p.name == n.text) {
             let ty = self.params[i].ty;
-            return Ok(Val::Node(self.nodes.add(Node::Param(ParamId(i as u32)), ty, span)));
+            return Ok(Val::Node(self.nodes.add(
+                Node::Param(ParamId(i as u32)),
+                ty,
+                span,
+            )));
         }
         if let Some(c) = self.consts.iter().find(|c| c.name == n.text) {
-            return Ok(Val::Num { value: c.value as f64, is_int: true, span });
+            return Ok(Val::Num {
+                value: c.value as f64,
+                is_int: true,
+                span,
+            });
         }
         match n.text.as_str() {
-            "inf" => return Ok(Val::Num { value: f64::INFINITY, is_int: false, span }),
-            "nan" => return Ok(Val::Num { value: f64::NAN, is_int: false, span }),
+            "inf" => {
+                return Ok(Val::Num {
+                    value: f64::INFINITY,
+                    is_int: false,
+                    span,
+                });
+            }
+            "nan" => {
+                return Ok(Val::Num {
+                    value: f64::NAN,
+                    is_int: false,
+                    span,
+                });
+            }
             _ => {}
         }
         if self.tensor_by_name(&n.text).is_some() {
             return self.load(n, &[], scope, target, span);
         }
-        Err(Diagnostic::new(format!("unknown name `{}`", n.text), span, "not declared"))
+        Err(Diagnostic::new(
+            format!("unknown name `{}`", n.text),
+            span,
+            "not declared",
+        ))
     }
 
     fn readable_tensor(&self, n: &Name, target: Option<Target>) -> Res<TensorId> {
         let Some(id) = self.tensor_by_name(&n.text) else {
             if self.failed.contains(&n.text) {
                 return Err(Diagnostic::new(
-                    format!("`{}` is unusable because its statement has an error", n.text),
+                    format!(
+                        "`{}` is unusable because its statement has an error",
+                        n.text
+                    ),
                     n.span,
                     "see the error above",
                 ));
             }
-            return Err(Diagnostic::new(format!("unknown tensor `{}`", n.text), n.span, "not declared"));
+            return Err(Diagnostic::new(
+                format!("unknown tensor `{}`", n.text),
+                n.span,
+                "not declared",
+            ));
         };
         let t = &self.tensors[id.0 as usize];
         let written = self.written[id.0 as usize];
@@ -731,15 +958,31 @@ impl Lowerer<'_> {
         Ok(id)
     }
 
-    fn load(&mut self, n: &Name, subs: &[Expr], scope: Scope, target: Option<Target>, span: Span) -> Res<Val> {
+    fn load(
+        &mut self,
+        n: &Name,
+        subs: &[Expr],
+        scope: Scope,
+        target: Option<Target>,
+        span: Span,
+    ) -> Res<Val> {
         if self.extent_by_name(&n.text).is_some() || self.params.iter().any(|p| p.name == n.text) {
-            return Err(Diagnostic::new(format!("`{}` is not a tensor and cannot be indexed", n.text), n.span, "a scalar"));
+            return Err(Diagnostic::new(
+                format!("`{}` is not a tensor and cannot be indexed", n.text),
+                n.span,
+                "a scalar",
+            ));
         }
         let id = self.readable_tensor(n, target)?;
         let tensor = self.tensors[id.0 as usize].clone();
         if subs.len() != tensor.dims.len() {
             return Err(Diagnostic::new(
-                format!("`{}` has {} dimension(s) but is indexed with {}", n.text, tensor.dims.len(), subs.len()),
+                format!(
+                    "`{}` has {} dimension(s) but is indexed with {}",
+                    n.text,
+                    tensor.dims.len(),
+                    subs.len()
+                ),
                 span,
                 "wrong number of subscripts",
             ));
@@ -810,24 +1053,48 @@ impl Lowerer<'_> {
             && t.tensor == id
         {
             let same = index.len() == t.indices.len()
-                && index.iter().zip(t.indices).all(|(i, e)| *i == Index::Affine(Affine::var(*e)));
+                && index
+                    .iter()
+                    .zip(t.indices)
+                    .all(|(i, e)| *i == Index::Affine(Affine::var(*e)));
             if !same {
                 return Err(Diagnostic::new(
-                    format!("the statement updating `{}` in place may read it only at the element it writes", n.text),
+                    format!(
+                        "the statement updating `{}` in place may read it only at the element it writes",
+                        n.text
+                    ),
                     span,
                     "reads another element",
                 ));
             }
         }
         let ty = tensor.ty;
-        Ok(Val::Node(self.nodes.add(Node::Load { tensor: id, index }, ty, span)))
+        Ok(Val::Node(self.nodes.add(
+            Node::Load { tensor: id, index },
+            ty,
+            span,
+        )))
     }
 
-    fn call(&mut self, n: &Name, args: &[Expr], scope: Scope, target: Option<Target>, span: Span) -> Res<Val> {
+    fn call(
+        &mut self,
+        n: &Name,
+        args: &[Expr],
+        scope: Scope,
+        target: Option<Target>,
+        span: Span,
+    ) -> Res<Val> {
         let Some(&(_, arity)) = FUNCTIONS.iter().find(|f| f.0 == n.text) else {
-            let mut d = Diagnostic::new(format!("unknown function `{}`", n.text), n.span, "not a built-in function");
+            let mut d = Diagnostic::new(
+                format!("unknown function `{}`", n.text),
+                n.span,
+                "not a built-in function",
+            );
             if crate::parse::REDUCTIONS.contains(&n.text.as_str()) {
-                d = d.with_note(format!("a reduction names its indices: `{}[i](...)`", n.text));
+                d = d.with_note(format!(
+                    "a reduction names its indices: `{}[i](...)`",
+                    n.text
+                ));
             } else {
                 let names: Vec<&str> = FUNCTIONS.iter().map(|f| f.0).collect();
                 d = d.with_note(format!("the functions are: {}", names.join(", ")));
@@ -836,19 +1103,35 @@ impl Lowerer<'_> {
         };
         if args.len() != arity {
             return Err(Diagnostic::new(
-                format!("`{}` takes {arity} argument(s), found {}", n.text, args.len()),
+                format!(
+                    "`{}` takes {arity} argument(s), found {}",
+                    n.text,
+                    args.len()
+                ),
                 span,
                 "wrong number of arguments",
             ));
         }
         if n.text == "len" {
             let ExprKind::Name(e) = &args[0].kind else {
-                return Err(Diagnostic::new("`len` takes an extent name", args[0].span, "not a name"));
+                return Err(Diagnostic::new(
+                    "`len` takes an extent name",
+                    args[0].span,
+                    "not a name",
+                ));
             };
             let Some(id) = self.extent_by_name(&e.text) else {
-                return Err(Diagnostic::new(format!("`{}` is not an extent", e.text), e.span, "not an extent"));
+                return Err(Diagnostic::new(
+                    format!("`{}` is not an extent", e.text),
+                    e.span,
+                    "not an extent",
+                ));
             };
-            return Ok(Val::Node(self.nodes.add(Node::ExtentLen(id), ScalarType::I32, span)));
+            return Ok(Val::Node(self.nodes.add(
+                Node::ExtentLen(id),
+                ScalarType::I32,
+                span,
+            )));
         }
         if n.text == "pow" {
             let base = self.expr(&args[0], scope, target)?;
@@ -863,7 +1146,11 @@ impl Lowerer<'_> {
                 }
             };
             let (b, ty) = self.float_arg(base, args[0].span)?;
-            return Ok(Val::Node(self.nodes.add(Node::Powf(b, exponent.to_bits()), ty, span)));
+            return Ok(Val::Node(self.nodes.add(
+                Node::Powf(b, exponent.to_bits()),
+                ty,
+                span,
+            )));
         }
         let mut vals = Vec::new();
         for a in args {
@@ -886,10 +1173,34 @@ impl Lowerer<'_> {
                 Ok(Val::Node(self.nodes.add(Node::Select(c, a, b), ty, span)))
             }
             "min" | "max" => {
-                let op = if n.text == "min" { BinOp::Min } else { BinOp::Max };
-                if let (Val::Num { value: x, is_int: xi, .. }, Val::Num { value: y, is_int: yi, .. }) = (vals[0], vals[1]) {
-                    let value = if op == BinOp::Min { nan_min(x, y) } else { nan_max(x, y) };
-                    return Ok(Val::Num { value, is_int: xi && yi, span });
+                let op = if n.text == "min" {
+                    BinOp::Min
+                } else {
+                    BinOp::Max
+                };
+                if let (
+                    Val::Num {
+                        value: x,
+                        is_int: xi,
+                        ..
+                    },
+                    Val::Num {
+                        value: y,
+                        is_int: yi,
+                        ..
+                    },
+                ) = (vals[0], vals[1])
+                {
+                    let value = if op == BinOp::Min {
+                        nan_min(x, y)
+                    } else {
+                        nan_max(x, y)
+                    };
+                    return Ok(Val::Num {
+                        value,
+                        is_int: xi && yi,
+                        span,
+                    });
                 }
                 let (a, b, ty) = self.unify(vals[0], vals[1], &format!("`{}`", n.text), span)?;
                 Ok(Val::Node(self.nodes.add(Node::Binary(op, a, b), ty, span)))
@@ -926,15 +1237,26 @@ impl Lowerer<'_> {
         let op_name = n.text.as_str();
         let want_args = if op_name == "topk" { 2 } else { 1 };
         if args.len() != want_args {
-            let form = if op_name == "topk" { "`topk[i](value, k)`" } else { "one argument" };
+            let form = if op_name == "topk" {
+                "`topk[i](value, k)`"
+            } else {
+                "one argument"
+            };
             return Err(Diagnostic::new(
-                format!("`{op_name}[...]` takes {form}, found {} argument(s)", args.len()),
+                format!(
+                    "`{op_name}[...]` takes {form}, found {} argument(s)",
+                    args.len()
+                ),
                 span,
                 "wrong number of arguments",
             ));
         }
         if axes.is_empty() {
-            return Err(Diagnostic::new("a reduction needs at least one index", n.span, "no index"));
+            return Err(Diagnostic::new(
+                "a reduction needs at least one index",
+                n.span,
+                "no index",
+            ));
         }
         let mut inner = scope;
         let mut axis_ids = Vec::new();
@@ -964,7 +1286,11 @@ impl Lowerer<'_> {
             "mean" => ReduceOp::Mean,
             _ => {
                 let k = match self.expr(&args[1], scope, target)? {
-                    Val::Num { value, is_int: true, .. } if value >= 1.0 && value <= u32::MAX as f64 => value as u32,
+                    Val::Num {
+                        value,
+                        is_int: true,
+                        ..
+                    } if value >= 1.0 && value <= u32::MAX as f64 => value as u32,
                     _ => {
                         return Err(Diagnostic::new(
                             "`topk` needs a positive integer constant `k`",
@@ -982,7 +1308,11 @@ impl Lowerer<'_> {
             (_, Val::Node(h)) => {
                 let ty = self.nodes.ty(h);
                 if ty == ScalarType::Bool {
-                    return Err(Diagnostic::new("cannot reduce a comparison", args[0].span, "a `bool`"));
+                    return Err(Diagnostic::new(
+                        "cannot reduce a comparison",
+                        args[0].span,
+                        "a `bool`",
+                    ));
                 }
                 (h, ty)
             }
@@ -991,14 +1321,25 @@ impl Lowerer<'_> {
         for (a, e) in axes.iter().zip(&axis_ids) {
             if free & (1 << e.0) == 0 {
                 return Err(Diagnostic::new(
-                    format!("the reduction is over `{}`, which its argument does not use", a.text),
+                    format!(
+                        "the reduction is over `{}`, which its argument does not use",
+                        a.text
+                    ),
                     a.span,
                     "unused index",
                 )
                 .with_label(args[0].span, format!("does not depend on `{}`", a.text)));
             }
         }
-        Ok(Val::Node(self.nodes.add(Node::Reduce { op, axes: axis_ids, arg }, ty, span)))
+        Ok(Val::Node(self.nodes.add(
+            Node::Reduce {
+                op,
+                axes: axis_ids,
+                arg,
+            },
+            ty,
+            span,
+        )))
     }
 
     /// Free index variables of a node built so far.
@@ -1017,10 +1358,13 @@ impl Lowerer<'_> {
                     Index::Affine(a) => a.terms.iter().fold(acc, |acc, (v, _)| acc | 1 << v.0),
                     Index::Gather(g) => acc | walk(b, *g, cache),
                 }),
-                Node::Reduce { axes, arg, .. } => {
-                    axes.iter().fold(walk(b, *arg, cache), |acc, a| acc & !(1 << a.0))
-                }
-                other => other.operands().into_iter().fold(0, |acc, o| acc | walk(b, o, cache)),
+                Node::Reduce { axes, arg, .. } => axes
+                    .iter()
+                    .fold(walk(b, *arg, cache), |acc, a| acc & !(1 << a.0)),
+                other => other
+                    .operands()
+                    .into_iter()
+                    .fold(0, |acc, o| acc | walk(b, o, cache)),
             };
             cache.push((h, s));
             s
@@ -1033,7 +1377,11 @@ impl Lowerer<'_> {
 }
 
 fn unreachable_num(span: Span) -> Res<ScalarType> {
-    Err(Diagnostic::new("an operation between two constants needs a typed operand", span, "here"))
+    Err(Diagnostic::new(
+        "an operation between two constants needs a typed operand",
+        span,
+        "here",
+    ))
 }
 
 fn unbound(n: &Name) -> Diagnostic {
@@ -1042,7 +1390,10 @@ fn unbound(n: &Name) -> Diagnostic {
         n.span,
         "neither on the left-hand side nor reduced over",
     )
-    .with_note(format!("add `{0}` to the left-hand side, or reduce over it: `sum[{0}](...)`", n.text))
+    .with_note(format!(
+        "add `{0}` to the left-hand side, or reduce over it: `sum[{0}](...)`",
+        n.text
+    ))
 }
 
 /// NaN-propagating maximum with `max(-0, +0) = +0`: the semantics of `max`.

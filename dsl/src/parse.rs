@@ -37,11 +37,12 @@ pub const REDUCTIONS: &[&str] = &["sum", "max", "min", "mean", "topk"];
 pub fn parse(src: &str) -> Result<Ast, Diagnostics> {
     let res = match TokenStream::from_str(src) {
         Ok(tokens) => parse_tokens(tokens).map_err(|d| fix_eof(d, src)),
-        Err(e) => Err(delimiter_error(src).unwrap_or_else(|| {
-            let span = to_span(e.span());
-            Diagnostic::new("cannot read the kernel text: invalid token", span, "here")
-        })
-        .into()),
+        Err(e) => Err(delimiter_error(src)
+            .unwrap_or_else(|| {
+                let span = to_span(e.span());
+                Diagnostic::new("cannot read the kernel text: invalid token", span, "here")
+            })
+            .into()),
     };
     // Each string parsed by proc-macro2 outside a proc-macro is kept in a
     // thread-local source map; we copied every span into byte offsets above,
@@ -123,7 +124,10 @@ fn parse_kernel(input: ParseStream) -> syn::Result<Ast> {
 }
 
 /// Parses `item, item, ...` (a trailing comma allowed) until the stream ends.
-fn comma_list<T>(input: ParseStream, item: fn(ParseStream) -> syn::Result<T>) -> syn::Result<Vec<T>> {
+fn comma_list<T>(
+    input: ParseStream,
+    item: fn(ParseStream) -> syn::Result<T>,
+) -> syn::Result<Vec<T>> {
     let mut items = Vec::new();
     while !input.is_empty() {
         items.push(item(input)?);
@@ -180,7 +184,10 @@ fn parse_arg(input: ParseStream) -> syn::Result<ArgDecl> {
     }
     let end = to_span(input.span());
     let start = to_span(start);
-    let span = Span::new(start.start as usize, (end.start as usize).max(start.end as usize));
+    let span = Span::new(
+        start.start as usize,
+        (end.start as usize).max(start.end as usize),
+    );
     Ok(ArgDecl::Tensor {
         name: arg_name,
         mutable,
@@ -352,7 +359,10 @@ fn parse_primary(input: ParseStream, depth: usize) -> syn::Result<Expr> {
     if input.peek(LitInt) {
         let lit: LitInt = input.parse()?;
         if !lit.suffix().is_empty() {
-            return Err(syn::Error::new(lit.span(), "literals take no type suffix; the context gives the type"));
+            return Err(syn::Error::new(
+                lit.span(),
+                "literals take no type suffix; the context gives the type",
+            ));
         }
         let value = lit
             .base10_parse::<i64>()
@@ -365,7 +375,10 @@ fn parse_primary(input: ParseStream, depth: usize) -> syn::Result<Expr> {
     if input.peek(LitFloat) {
         let lit: LitFloat = input.parse()?;
         if !lit.suffix().is_empty() {
-            return Err(syn::Error::new(lit.span(), "literals take no type suffix; the context gives the type"));
+            return Err(syn::Error::new(
+                lit.span(),
+                "literals take no type suffix; the context gives the type",
+            ));
         }
         let value = lit
             .base10_parse::<f64>()
@@ -496,5 +509,11 @@ fn delimiter_error(src: &str) -> Option<Diagnostic> {
             _ => {}
         }
     }
-    stack.pop().map(|(open, at)| Diagnostic::new(format!("unclosed `{open}`"), Span::new(at, at + 1), "never closed"))
+    stack.pop().map(|(open, at)| {
+        Diagnostic::new(
+            format!("unclosed `{open}`"),
+            Span::new(at, at + 1),
+            "never closed",
+        )
+    })
 }

@@ -87,7 +87,12 @@ pub fn plan(kernel: &Kernel, opts: PlanOptions) -> Plan {
     if opts.unfused {
         return unfused;
     }
-    let fused = fuse_reductions(kernel, &FuseOptions { exp_shift: opts.exp_shift });
+    let fused = fuse_reductions(
+        kernel,
+        &FuseOptions {
+            exp_shift: opts.exp_shift,
+        },
+    );
     Plan {
         kernel: fused.kernel,
         program: fused.program,
@@ -158,6 +163,10 @@ fn count_ops(kernel: &Kernel, ops: &[Op], axis: u64, inside: bool) -> usize {
                 let nested = inside || (reads && reduced_loop(kernel, *index));
                 n += is_sweep as usize + count_ops(kernel, body, axis, nested);
             }
+            Op::If { cond, then } => {
+                n += (!inside && inline_sweep(kernel, *cond, axis)) as usize;
+                n += count_ops(kernel, then, axis, inside);
+            }
             Op::Set { value, .. } | Op::Store { value, .. } => {
                 if !inside && inline_sweep(kernel, *value, axis) {
                     n += 1;
@@ -176,39 +185,50 @@ fn reduced_loop(kernel: &Kernel, index: ExtentId) -> bool {
 /// Whether a value evaluates, outside any other reduction, a reduction over
 /// `axis` that reads an input along it.
 fn inline_sweep(kernel: &Kernel, value: crate::arena::Handle<Node>, axis: u64) -> bool {
-    crate::fuse::top_reductions(kernel, value).into_iter().any(|h| match &kernel.nodes[h] {
-        Node::Reduce { axes, arg, .. } => {
-            let m = axes.iter().fold(0u64, |m, a| m | 1 << a.0);
-            m & axis != 0 && reads_input_along(kernel, *arg, axis)
-        }
-        _ => false,
-    })
+    crate::fuse::top_reductions(kernel, value)
+        .into_iter()
+        .any(|h| match &kernel.nodes[h] {
+            Node::Reduce { axes, arg, .. } => {
+                let m = axes.iter().fold(0u64, |m, a| m | 1 << a.0);
+                m & axis != 0 && reads_input_along(kernel, *arg, axis)
+            }
+            _ => false,
+        })
 }
 
 fn body_reads_along(kernel: &Kernel, ops: &[Op], along: u64) -> bool {
     ops.iter().any(|op| match op {
         Op::Loop { body, .. } => body_reads_along(kernel, body, along),
+        Op::If { cond, then } => {
+            reads_input_along(kernel, *cond, along) || body_reads_along(kernel, then, along)
+        }
         Op::Set { value, .. } | Op::Store { value, .. } => reads_input_along(kernel, *value, along),
     })
 }
 
 fn reads_input_along(kernel: &Kernel, root: crate::arena::Handle<Node>, along: u64) -> bool {
-    crate::fuse::subtree(kernel, root).into_iter().any(|h| match &kernel.nodes[h] {
-        Node::Load { tensor, index } => {
-            kernel.tensor(*tensor).kind != TensorKind::Temp
-                && index.iter().any(|i| match i {
-                    Index::Affine(a) => a.terms.iter().any(|(v, _)| along & (1 << v.0) != 0),
-                    Index::Gather(_) => false,
-                })
-        }
-        _ => false,
-    })
+    crate::fuse::subtree(kernel, root)
+        .into_iter()
+        .any(|h| match &kernel.nodes[h] {
+            Node::Load { tensor, index } => {
+                kernel.tensor(*tensor).kind != TensorKind::Temp
+                    && index.iter().any(|i| match i {
+                        Index::Affine(a) => a.terms.iter().any(|(v, _)| along & (1 << v.0) != 0),
+                        Index::Gather(_) => false,
+                    })
+            }
+            _ => false,
+        })
 }
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let k = &self.kernel;
-        let names: Vec<&str> = self.reduced.iter().map(|e| k.extent(*e).name.as_str()).collect();
+        let names: Vec<&str> = self
+            .reduced
+            .iter()
+            .map(|e| k.extent(*e).name.as_str())
+            .collect();
         writeln!(
             f,
             "plan {}: {}, {} pass(es) over [{}] (unfused: {})",
@@ -221,9 +241,23 @@ impl fmt::Display for Plan {
         for r in &self.rules {
             writeln!(f, "  rule: {r}")?;
         }
-        for t in k.tensors.iter().skip(k.tensors.len().saturating_sub(k.tensors.len())) {
+        for t in k
+            .tensors
+            .iter()
+            .skip(k.tensors.len().saturating_sub(k.tensors.len()))
+        {
             if t.kind == TensorKind::Temp && t.name.contains('.') {
-                writeln!(f, "  scratch {}: {}[{}]", t.name, t.ty, t.dims.iter().map(|d| crate::lower::affine_text(&d.0, &k.extents)).collect::<Vec<_>>().join(", "))?;
+                writeln!(
+                    f,
+                    "  scratch {}: {}[{}]",
+                    t.name,
+                    t.ty,
+                    t.dims
+                        .iter()
+                        .map(|d| crate::lower::affine_text(&d.0, &k.extents))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )?;
             }
         }
         write!(f, "{}", self.program_text())

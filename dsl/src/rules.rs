@@ -166,7 +166,11 @@ impl Rewriter {
                 }
             }
         }
-        let span = node.operands().first().map(|o| self.kernel.span(*o)).unwrap_or_default();
+        let span = node
+            .operands()
+            .first()
+            .map(|o| self.kernel.span(*o))
+            .unwrap_or_default();
         let h = self.kernel.nodes.append(node.clone());
         self.kernel.node_types.push(ty);
         self.kernel.node_spans.push(span);
@@ -244,7 +248,11 @@ impl Rewriter {
     }
 
     /// Rebuilds `root` with `map` applied to nodes (bottom-up).
-    pub fn replace(&mut self, root: Handle<Node>, map: &HashMap<Handle<Node>, Handle<Node>>) -> Handle<Node> {
+    pub fn replace(
+        &mut self,
+        root: Handle<Node>,
+        map: &HashMap<Handle<Node>, Handle<Node>>,
+    ) -> Handle<Node> {
         if map.is_empty() {
             return root;
         }
@@ -253,7 +261,11 @@ impl Rewriter {
     }
 
     /// Rebuilds `root` with each plain load of a tensor in `subst` replaced by its value.
-    pub fn substitute(&mut self, root: Handle<Node>, subst: &HashMap<TensorId, Handle<Node>>) -> Handle<Node> {
+    pub fn substitute(
+        &mut self,
+        root: Handle<Node>,
+        subst: &HashMap<TensorId, Handle<Node>>,
+    ) -> Handle<Node> {
         if subst.is_empty() {
             return root;
         }
@@ -311,7 +323,11 @@ impl Rewriter {
             }
             Node::Powf(a, p) => Node::Powf(go(self, a), p),
             Node::Cast(t, a) => Node::Cast(t, go(self, a)),
-            Node::Reduce { op, axes, arg } => Node::Reduce { op, axes, arg: go(self, arg) },
+            Node::Reduce { op, axes, arg } => Node::Reduce {
+                op,
+                axes,
+                arg: go(self, arg),
+            },
             leaf => leaf,
         };
         let r = self.add(new, ty);
@@ -320,7 +336,11 @@ impl Rewriter {
     }
 
     /// The group scalars (tensors in `phase_of`) that `root` loads.
-    pub fn group_scalars_read(&self, root: Handle<Node>, phase_of: &HashMap<TensorId, usize>) -> Vec<TensorId> {
+    pub fn group_scalars_read(
+        &self,
+        root: Handle<Node>,
+        phase_of: &HashMap<TensorId, usize>,
+    ) -> Vec<TensorId> {
         let mut out = Vec::new();
         for h in crate::fuse::subtree(&self.kernel, root) {
             if let Node::Load { tensor, .. } = &self.kernel.nodes[h]
@@ -354,8 +374,14 @@ pub fn choose(
         return (Accumulator::Plain { op, arg }, 0);
     }
     let latest = deps.iter().map(|t| phase_of[t]).max().unwrap_or(0);
-    let names = |rw: &Rewriter| deps.iter().map(|t| format!("`{}`", rw.kernel.tensor(*t).name)).collect::<Vec<_>>().join(", ");
-    let free_of_deps = |rw: &Rewriter, h: Handle<Node>| rw.group_scalars_read(h, phase_of).is_empty();
+    let names = |rw: &Rewriter| {
+        deps.iter()
+            .map(|t| format!("`{}`", rw.kernel.tensor(*t).name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let free_of_deps =
+        |rw: &Rewriter, h: Handle<Node>| rw.group_scalars_read(h, phase_of).is_empty();
     let a_mask = axes.iter().fold(0u64, |m, a| m | 1 << a.0);
     if deps.len() == 1 {
         let m = deps[0];
@@ -374,7 +400,11 @@ pub fn choose(
                 return (Accumulator::OnlineSum { max: m, p, q }, phase);
             }
             if opts.exp_shift != ExpShift::RunningMax {
-                let why = if opts.exp_shift == ExpShift::TwoPass { "asked for" } else { "the shift is not a max of this sweep" };
+                let why = if opts.exp_shift == ExpShift::TwoPass {
+                    "asked for"
+                } else {
+                    "the shift is not a max of this sweep"
+                };
                 rw.rules.push(format!(
                     "exp-shift: `{who}` reads `{m_name}` only as exp(q - {m_name}); two-pass (mantissa, exponent) accumulator ({why})"
                 ));
@@ -390,7 +420,11 @@ pub fn choose(
             rw.rules.push(format!(
                 "moments: `{who}` is a {} of (g - {m_name})²: Welford states (N, mean, M2){}",
                 if op == ReduceOp::Sum { "sum" } else { "mean" },
-                if exact { ", and `{m}` is mean(g), so no correction term".replace("{m}", &m_name) } else { String::new() }
+                if exact {
+                    ", and `{m}` is mean(g), so no correction term".replace("{m}", &m_name)
+                } else {
+                    String::new()
+                }
             ));
             return (Accumulator::Welford { op, g, c, exact }, phase);
         }
@@ -398,19 +432,28 @@ pub fn choose(
             && let Some((g, c, negate)) = match_shift(rw, arg, a_mask)
             && free_of_deps(rw, g)
         {
-            rw.rules.push(format!("shift: `{who}` = {}(g ± {m_name}) = {}(g) ± {m_name}", reduce_word(op), reduce_word(op)));
+            rw.rules.push(format!(
+                "shift: `{who}` = {}(g ± {m_name}) = {}(g) ± {m_name}",
+                reduce_word(op),
+                reduce_word(op)
+            ));
             return (Accumulator::Shift { op, g, c, negate }, phase);
         }
         if matches!(op, ReduceOp::Sum | ReduceOp::Mean)
             && let Some((a, g, c)) = match_linear(rw, arg, a_mask)
             && free_of_deps(rw, g)
         {
-            rw.rules.push(format!("linearity: `{who}` = Σ(a·g + c) = a·Σg + c·N, with a, c per row (from `{m_name}`)"));
+            rw.rules.push(format!(
+                "linearity: `{who}` = Σ(a·g + c) = a·Σg + c·N, with a, c per row (from `{m_name}`)"
+            ));
             return (Accumulator::Linear { op, a, g, c }, phase);
         }
     }
     let n = names(rw);
-    rw.rules.push(format!("no rule: the {} in `{who}` reads {n} in a way no rule separates; it keeps an extra sweep", reduce_word(op)));
+    rw.rules.push(format!(
+        "no rule: the {} in `{who}` reads {n} in a way no rule separates; it keeps an extra sweep",
+        reduce_word(op)
+    ));
     (Accumulator::Plain { op, arg }, latest + 1)
 }
 
@@ -429,20 +472,34 @@ fn loads_tensor(rw: &Rewriter, h: Handle<Node>, t: TensorId) -> bool {
 }
 
 /// Matches `f = p·exp(q - m)`: returns `(p, q, the load of m)`.
-fn match_exp_shift(rw: &mut Rewriter, f: Handle<Node>, m: TensorId) -> Option<(Handle<Node>, Handle<Node>, Handle<Node>)> {
+fn match_exp_shift(
+    rw: &mut Rewriter,
+    f: Handle<Node>,
+    m: TensorId,
+) -> Option<(Handle<Node>, Handle<Node>, Handle<Node>)> {
     let ty = rw.kernel.ty(f);
     match rw.kernel.nodes[f].clone() {
         Node::Unary(UnOp::Exp, arg) => match rw.kernel.nodes[arg].clone() {
-            Node::Binary(BinOp::Sub, q, load) if loads_tensor(rw, load, m) => Some((rw.float(1.0, ty), q, load)),
+            Node::Binary(BinOp::Sub, q, load) if loads_tensor(rw, load, m) => {
+                Some((rw.float(1.0, ty), q, load))
+            }
             _ => None,
         },
         Node::Binary(BinOp::Mul, a, b) => {
             if let Some((p, q, l)) = match_exp_shift(rw, b, m) {
-                let p = if is_one(rw, p) { a } else { rw.bin(BinOp::Mul, a, p) };
+                let p = if is_one(rw, p) {
+                    a
+                } else {
+                    rw.bin(BinOp::Mul, a, p)
+                };
                 Some((p, q, l))
             } else {
                 let (p, q, l) = match_exp_shift(rw, a, m)?;
-                let p = if is_one(rw, p) { b } else { rw.bin(BinOp::Mul, p, b) };
+                let p = if is_one(rw, p) {
+                    b
+                } else {
+                    rw.bin(BinOp::Mul, p, b)
+                };
                 Some((p, q, l))
             }
         }
@@ -482,7 +539,9 @@ fn match_square_deviation(rw: &Rewriter, f: Handle<Node>) -> Option<(Handle<Node
 
 /// Whether `c` loads a tensor whose only statement value is `mean_axes g`.
 fn is_mean_of(rw: &Rewriter, c: Handle<Node>, g: Handle<Node>, axes: &[ExtentId]) -> bool {
-    let Node::Load { tensor, .. } = &rw.kernel.nodes[c] else { return false };
+    let Node::Load { tensor, .. } = &rw.kernel.nodes[c] else {
+        return false;
+    };
     rw.kernel.stmts.iter().any(|s| {
         s.tensor == *tensor
             && matches!(&rw.kernel.nodes[s.value], Node::Reduce { op: ReduceOp::Mean, axes: a, arg } if *arg == g && a == axes)
@@ -490,7 +549,11 @@ fn is_mean_of(rw: &Rewriter, c: Handle<Node>, g: Handle<Node>, axes: &[ExtentId]
 }
 
 /// Matches `g + c`, `c + g` or `g - c` with `c` constant along the swept indices.
-fn match_shift(rw: &Rewriter, f: Handle<Node>, a_mask: u64) -> Option<(Handle<Node>, Handle<Node>, bool)> {
+fn match_shift(
+    rw: &Rewriter,
+    f: Handle<Node>,
+    a_mask: u64,
+) -> Option<(Handle<Node>, Handle<Node>, bool)> {
     match &rw.kernel.nodes[f] {
         Node::Binary(BinOp::Add, x, y) if rw.free(*y) & a_mask == 0 => Some((*x, *y, false)),
         Node::Binary(BinOp::Add, x, y) if rw.free(*x) & a_mask == 0 => Some((*y, *x, false)),
@@ -501,7 +564,11 @@ fn match_shift(rw: &Rewriter, f: Handle<Node>, a_mask: u64) -> Option<(Handle<No
 
 /// Matches `a·g + c` (and `a·g`, `g·a`, `g/a`, `g + c`, `g - c`) with `a`, `c`
 /// constant along the swept indices.
-fn match_linear(rw: &mut Rewriter, f: Handle<Node>, a_mask: u64) -> Option<(Handle<Node>, Handle<Node>, Handle<Node>)> {
+fn match_linear(
+    rw: &mut Rewriter,
+    f: Handle<Node>,
+    a_mask: u64,
+) -> Option<(Handle<Node>, Handle<Node>, Handle<Node>)> {
     let ty = rw.kernel.ty(f);
     let row = |rw: &Rewriter, h: Handle<Node>| rw.free(h) & a_mask == 0;
     let (scaled, c) = match rw.kernel.nodes[f].clone() {
@@ -538,6 +605,20 @@ pub struct AccOps {
     pub result: Handle<Node>,
 }
 
+/// The running max of an online normalizer within one sweep.
+struct Online {
+    /// The max's current value (after the branch: the new max).
+    current: Handle<Node>,
+    /// `exp(old - new)`, valid inside the branch.
+    rescale: Handle<Node>,
+    /// `new != old` (true for NaN, so NaN propagates).
+    cond: Handle<Node>,
+    /// The branch body: the rescale factor, each dependent's rescale, the commit.
+    then: Vec<Op>,
+    /// The commit `max = new`, appended last.
+    commit: Op,
+}
+
 /// Per-phase emission state: variables hoisted in the sweep body, ops
 /// deferred to its end, and the running-max state shared by online sums.
 pub struct SweepState<'p> {
@@ -546,7 +627,9 @@ pub struct SweepState<'p> {
     axes: Vec<ExtentId>,
     hoisted: HashMap<Handle<Node>, Handle<Node>>,
     end: Vec<Op>,
-    online: HashMap<TensorId, (Handle<Node>, Handle<Node>)>,
+    /// Per running max: its accumulator read, the rescale factor (read
+    /// inside the branch), the branch condition, and the ops the branch runs.
+    online: HashMap<TensorId, Online>,
     /// Max tensors that online sums of this phase rescale against.
     pub online_wanted: HashSet<TensorId>,
 }
@@ -571,6 +654,12 @@ impl<'p> SweepState<'p> {
             return body;
         }
         body.append(&mut self.end);
+        // Fill each running max's branch: rescale every dependent, then commit.
+        for online in self.online.values_mut() {
+            let mut then = std::mem::take(&mut online.then);
+            then.push(online.commit.clone());
+            fill_branch(&mut body, online.cond, then);
+        }
         for &a in self.axes.iter().rev() {
             body = vec![Op::Loop {
                 index: a,
@@ -583,7 +672,13 @@ impl<'p> SweepState<'p> {
 
     /// Computes `value` once into a variable in the sweep body (if it is not
     /// trivial) and returns the node to use instead.
-    fn hoist(&mut self, rw: &mut Rewriter, ops: &mut Vec<Op>, value: Handle<Node>, name: &str) -> Handle<Node> {
+    fn hoist(
+        &mut self,
+        rw: &mut Rewriter,
+        ops: &mut Vec<Op>,
+        value: Handle<Node>,
+        name: &str,
+    ) -> Handle<Node> {
         let value = rw.replace(value, &self.hoisted);
         if is_leaf(rw, value) || reads_inout(rw, value) {
             return value;
@@ -597,10 +692,32 @@ impl<'p> SweepState<'p> {
     }
 }
 
+/// Puts `then` into the (empty) branch on `cond` in `ops`.
+fn fill_branch(ops: &mut [Op], cond: Handle<Node>, then: Vec<Op>) {
+    let mut then = Some(then);
+    for op in ops.iter_mut() {
+        if let Op::If {
+            cond: c,
+            then: body,
+        } = op
+            && *c == cond
+            && body.is_empty()
+            && let Some(t) = then.take()
+        {
+            *body = t;
+        }
+    }
+}
+
 fn is_leaf(rw: &Rewriter, h: Handle<Node>) -> bool {
     matches!(
         rw.kernel.nodes[h],
-        Node::ConstFloat(_) | Node::ConstInt(_) | Node::Param(_) | Node::IndexValue(_) | Node::ExtentLen(_) | Node::Var(_)
+        Node::ConstFloat(_)
+            | Node::ConstInt(_)
+            | Node::Param(_)
+            | Node::IndexValue(_)
+            | Node::ExtentLen(_)
+            | Node::Var(_)
     )
 }
 
@@ -618,8 +735,19 @@ enum Slot {
     Array(TensorId, Vec<ExtentId>),
 }
 
-fn slot(rw: &mut Rewriter, state: &mut SweepState, stmt: &Stmt, name: &str, ty: ScalarType) -> Slot {
-    let vec_idx: Vec<ExtentId> = stmt.indices.iter().copied().filter(|e| !state.rows.contains(e)).collect();
+fn slot(
+    rw: &mut Rewriter,
+    state: &mut SweepState,
+    stmt: &Stmt,
+    name: &str,
+    ty: ScalarType,
+) -> Slot {
+    let vec_idx: Vec<ExtentId> = stmt
+        .indices
+        .iter()
+        .copied()
+        .filter(|e| !state.rows.contains(e))
+        .collect();
     if vec_idx.is_empty() {
         return Slot::Var(state.program.var(name, ty));
     }
@@ -692,31 +820,57 @@ fn combine(rw: &mut Rewriter, op: ReduceOp, acc: Handle<Node>, x: Handle<Node>) 
 }
 
 /// Emits one accumulator of `stmt`'s reduction `top`.
-pub fn emit_accumulator(rw: &mut Rewriter, state: &mut SweepState, stmt: &Stmt, top: Handle<Node>, acc: &Accumulator) -> AccOps {
+pub fn emit_accumulator(
+    rw: &mut Rewriter,
+    state: &mut SweepState,
+    stmt: &Stmt,
+    top: Handle<Node>,
+    acc: &Accumulator,
+) -> AccOps {
     let ty = rw.kernel.ty(top);
     let name = rw.kernel.tensor(stmt.tensor).name.clone();
-    let Node::Reduce { axes, .. } = rw.kernel.nodes[top].clone() else { unreachable!("a reduction") };
+    let Node::Reduce { axes, .. } = rw.kernel.nodes[top].clone() else {
+        unreachable!("a reduction")
+    };
     let mut update = Vec::new();
     match acc.clone() {
         Accumulator::Plain { op, arg } => {
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
-            let online = matches!(s, Slot::Var(_)) && op == ReduceOp::Max && state.online_wanted.contains(&stmt.tensor);
+            let online = matches!(s, Slot::Var(_))
+                && op == ReduceOp::Max
+                && state.online_wanted.contains(&stmt.tensor);
             let arg = state.hoist(rw, &mut update, arg, &format!("{name}.arg"));
             let init = over_vector(&s, vec![write(&s, rw.float(identity(op), ty))]);
             if online {
-                // The running max of an online normalizer: compute the new max
-                // and the rescale factor now, commit the max at the end of the body.
+                // The running max of an online normalizer: when the max moves
+                // (rarely, after the first elements), a branch rescales every
+                // sum that depends on it and commits the new max; the common
+                // path costs one max and one compare.
                 let cur = read(rw, &s, ty);
                 let new_max = rw.bin(BinOp::Max, cur, arg);
                 let new_max = state.hoist(rw, &mut update, new_max, &format!("{name}.new"));
-                let one = rw.float(1.0, ty);
-                let same = rw.eq(cur, new_max);
+                let moved = rw.add(Node::Cmp(CmpOp::Ne, new_max, cur), ScalarType::Bool);
+                let rescale_var = state.program.var(format!("{name}.rescale"), ty);
                 let diff = rw.bin(BinOp::Sub, cur, new_max);
                 let e = rw.un(UnOp::Exp, diff);
-                let alpha = rw.select(same, one, e);
-                let alpha = state.hoist(rw, &mut update, alpha, &format!("{name}.rescale"));
-                state.online.insert(stmt.tensor, (new_max, alpha));
-                state.end.push(write(&s, new_max));
+                let rescale = rw.var(rescale_var, ty);
+                update.push(Op::If {
+                    cond: moved,
+                    then: Vec::new(),
+                });
+                state.online.insert(
+                    stmt.tensor,
+                    Online {
+                        current: cur,
+                        rescale,
+                        cond: moved,
+                        then: vec![Op::Set {
+                            var: rescale_var,
+                            value: e,
+                        }],
+                        commit: write(&s, new_max),
+                    },
+                );
             } else {
                 let cur = read(rw, &s, ty);
                 let next = combine(rw, op, cur, arg);
@@ -727,31 +881,57 @@ pub fn emit_accumulator(rw: &mut Rewriter, state: &mut SweepState, stmt: &Stmt, 
                 let n = rw.count(&axes, ty);
                 result = rw.bin(BinOp::Div, result, n);
             }
-            AccOps { init, update, before_finish: Vec::new(), result }
+            AccOps {
+                init,
+                update,
+                before_finish: Vec::new(),
+                result,
+            }
         }
         Accumulator::OnlineSum { max, p, q } => {
-            let (new_max, alpha) = state.online[&max];
+            let (current, rescale) = {
+                let o = &state.online[&max];
+                (o.current, o.rescale)
+            };
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
             let init = over_vector(&s, vec![write(&s, rw.float(0.0, ty))]);
+            // In the branch where the max moved: S ← S·exp(old - new).
+            let cur = read(rw, &s, ty);
+            let scaled = rw.bin(BinOp::Mul, cur, rescale);
+            let rescale_ops = over_vector(&s, vec![write(&s, scaled)]);
+            if let Some(o) = state.online.get_mut(&max) {
+                o.then.extend(rescale_ops);
+            }
+            // Then, with the max committed: S ← S + p·exp(q - max), and
+            // exp(q - max) = 0 while every value so far is -inf (not NaN).
             let q = state.hoist(rw, &mut update, q, &format!("{name}.q"));
             let neg_inf = rw.float(f64::NEG_INFINITY, ty);
-            let empty = rw.eq(new_max, neg_inf);
+            let empty = rw.eq(current, neg_inf);
             let zero = rw.float(0.0, ty);
-            let shifted = rw.bin(BinOp::Sub, q, new_max);
+            let shifted = rw.bin(BinOp::Sub, q, current);
             let e = rw.un(UnOp::Exp, shifted);
-            // exp(q - m') is 0 while every value so far is -inf (not NaN).
             let e = rw.select(empty, zero, e);
             let e = state.hoist(rw, &mut update, e, &format!("{name}.exp"));
             let p = rw.replace(p, &state.hoisted);
             let cur = read(rw, &s, ty);
-            let scaled = rw.bin(BinOp::Mul, cur, alpha);
-            let term = if is_one(rw, p) { e } else { rw.bin(BinOp::Mul, p, e) };
-            let next = rw.bin(BinOp::Add, scaled, term);
+            let term = if is_one(rw, p) {
+                e
+            } else {
+                rw.bin(BinOp::Mul, p, e)
+            };
+            let next = rw.bin(BinOp::Add, cur, term);
             update.extend(over_vector(&s, vec![write(&s, next)]));
             let result = read(rw, &s, ty);
-            AccOps { init, update, before_finish: Vec::new(), result }
+            AccOps {
+                init,
+                update,
+                before_finish: Vec::new(),
+                result,
+            }
         }
-        Accumulator::TwoPassSum { shift, p, q } => two_pass(rw, state, stmt, ty, shift, p, q, update),
+        Accumulator::TwoPassSum { shift, p, q } => {
+            two_pass(rw, state, stmt, ty, shift, p, q, update)
+        }
         Accumulator::Shift { op, g, c, negate } => {
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
             let init = over_vector(&s, vec![write(&s, rw.float(identity(op), ty))]);
@@ -762,7 +942,12 @@ pub fn emit_accumulator(rw: &mut Rewriter, state: &mut SweepState, stmt: &Stmt, 
             let acc = read(rw, &s, ty);
             let shifted = rw.bin(if negate { BinOp::Sub } else { BinOp::Add }, acc, c);
             let result = guard_empty(rw, &axes, identity(op), shifted);
-            AccOps { init, update, before_finish: Vec::new(), result }
+            AccOps {
+                init,
+                update,
+                before_finish: Vec::new(),
+                result,
+            }
         }
         Accumulator::Linear { op, a, g, c } => {
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
@@ -783,9 +968,16 @@ pub fn emit_accumulator(rw: &mut Rewriter, state: &mut SweepState, stmt: &Stmt, 
                 let sum = rw.bin(BinOp::Add, scaled, offset);
                 guard_empty(rw, &axes, 0.0, sum)
             };
-            AccOps { init, update, before_finish: Vec::new(), result }
+            AccOps {
+                init,
+                update,
+                before_finish: Vec::new(),
+                result,
+            }
         }
-        Accumulator::Welford { op, g, c, exact } => welford(rw, state, stmt, ty, op, g, c, exact, update),
+        Accumulator::Welford { op, g, c, exact } => {
+            welford(rw, state, stmt, ty, op, g, c, exact, update)
+        }
     }
 }
 
@@ -809,25 +1001,51 @@ fn welford(
     let zero = rw.float(0.0, ty);
     let one = rw.float(1.0, ty);
     let mut init = vec![
-        Op::Set { var: n, value: zero },
-        Op::Set { var: mean, value: zero },
-        Op::Set { var: m2, value: zero },
+        Op::Set {
+            var: n,
+            value: zero,
+        },
+        Op::Set {
+            var: mean,
+            value: zero,
+        },
+        Op::Set {
+            var: m2,
+            value: zero,
+        },
     ];
     let g = state.hoist(rw, &mut update, g, &format!("{name}.arg"));
-    let (n_v, mean_v, m2_v, d_v) = (rw.var(n, ty), rw.var(mean, ty), rw.var(m2, ty), rw.var(d, ty));
+    let (n_v, mean_v, m2_v, d_v) = (
+        rw.var(n, ty),
+        rw.var(mean, ty),
+        rw.var(m2, ty),
+        rw.var(d, ty),
+    );
     // Welford's update, in this order: N' = N + 1; δ = g - ḡ; ḡ' = ḡ + δ/N';
     // M2' = M2 + δ·(g - ḡ'). Each op reads the variables as the previous left them.
     let n_next = rw.bin(BinOp::Add, n_v, one);
-    update.push(Op::Set { var: n, value: n_next });
+    update.push(Op::Set {
+        var: n,
+        value: n_next,
+    });
     let delta = rw.bin(BinOp::Sub, g, mean_v);
-    update.push(Op::Set { var: d, value: delta });
+    update.push(Op::Set {
+        var: d,
+        value: delta,
+    });
     let step = rw.bin(BinOp::Div, d_v, n_v);
     let mean_next = rw.bin(BinOp::Add, mean_v, step);
-    update.push(Op::Set { var: mean, value: mean_next });
+    update.push(Op::Set {
+        var: mean,
+        value: mean_next,
+    });
     let after = rw.bin(BinOp::Sub, g, mean_v);
     let prod = rw.bin(BinOp::Mul, d_v, after);
     let m2_next = rw.bin(BinOp::Add, m2_v, prod);
-    update.push(Op::Set { var: m2, value: m2_next });
+    update.push(Op::Set {
+        var: m2,
+        value: m2_next,
+    });
     let mut total = m2_v;
     if !exact {
         let dev = rw.bin(BinOp::Sub, mean_v, c);
@@ -838,10 +1056,16 @@ fn welford(
         // gives (±inf - c)² = inf for a finite c: track the largest |g|.
         let big = state.program.var(format!("{name}.absmax"), ty);
         let big_v = rw.var(big, ty);
-        init.push(Op::Set { var: big, value: zero });
+        init.push(Op::Set {
+            var: big,
+            value: zero,
+        });
         let abs_g = rw.un(UnOp::Abs, g);
         let next = rw.bin(BinOp::Max, big_v, abs_g);
-        update.push(Op::Set { var: big, value: next });
+        update.push(Op::Set {
+            var: big,
+            value: next,
+        });
         let inf = rw.float(f64::INFINITY, ty);
         let infinite = rw.eq(big_v, inf);
         let abs_c = rw.un(UnOp::Abs, c);
@@ -852,10 +1076,17 @@ fn welford(
     let result = if op == ReduceOp::Mean {
         rw.bin(BinOp::Div, total, n_v)
     } else {
-        let Node::Reduce { axes, .. } = rw.kernel.nodes[stmt_top(rw, stmt, g)].clone() else { unreachable!("a reduction") };
+        let Node::Reduce { axes, .. } = rw.kernel.nodes[stmt_top(rw, stmt, g)].clone() else {
+            unreachable!("a reduction")
+        };
         guard_empty(rw, &axes, 0.0, total)
     };
-    AccOps { init, update, before_finish: Vec::new(), result }
+    AccOps {
+        init,
+        update,
+        before_finish: Vec::new(),
+        result,
+    }
 }
 
 /// The top-level reduction of `stmt` whose argument mentions `g`.
@@ -869,7 +1100,12 @@ fn stmt_top(rw: &Rewriter, stmt: &Stmt, g: Handle<Node>) -> Handle<Node> {
 
 /// `select(count(axes) == 0, empty, value)`: a reduction over nothing is its
 /// identity whatever the per-row terms of its finish are (even NaN).
-fn guard_empty(rw: &mut Rewriter, axes: &[ExtentId], empty: f64, value: Handle<Node>) -> Handle<Node> {
+fn guard_empty(
+    rw: &mut Rewriter,
+    axes: &[ExtentId],
+    empty: f64,
+    value: Handle<Node>,
+) -> Handle<Node> {
     let ty = rw.kernel.ty(value);
     let n = rw.count(axes, ty);
     let zero = rw.float(0.0, ty);
@@ -912,7 +1148,10 @@ fn two_pass(
     let zero = rw.float(0.0, ty);
     let neg_inf = rw.float(f64::NEG_INFINITY, ty);
     let mut init = over_vector(&s, vec![write(&s, zero)]);
-    init.push(Op::Set { var: e_var, value: neg_inf });
+    init.push(Op::Set {
+        var: e_var,
+        value: neg_inf,
+    });
     let q = state.hoist(rw, &mut update, q, &format!("{name}.q"));
     let log2e = rw.float(std::f64::consts::LOG2_E, ty);
     let scaled = rw.bin(BinOp::Mul, q, log2e);
@@ -940,10 +1179,17 @@ fn two_pass(
     let p = rw.replace(p, &state.hoisted);
     let cur = read(rw, &s, ty);
     let scaled_cur = rw.bin(BinOp::Mul, cur, rescale);
-    let add = if is_one(rw, p) { term } else { rw.bin(BinOp::Mul, p, term) };
+    let add = if is_one(rw, p) {
+        term
+    } else {
+        rw.bin(BinOp::Mul, p, term)
+    };
     let next = rw.bin(BinOp::Add, scaled_cur, add);
     update.extend(over_vector(&s, vec![write(&s, next)]));
-    state.end.push(Op::Set { var: e_var, value: e_new });
+    state.end.push(Op::Set {
+        var: e_var,
+        value: e_new,
+    });
     // Finish: S·2^E·exp(-m) = S·2^(E - k_m)·exp(-(m - k_m·ln 2)), each factor in range.
     let mant = read(rw, &s, ty);
     let m_scaled = rw.bin(BinOp::Mul, shift, log2e);
@@ -958,7 +1204,12 @@ fn two_pass(
     let f2 = rw.bin(BinOp::Mul, f1, em);
     let is_zero = rw.eq(mant, zero);
     let result = rw.select(is_zero, zero, f2);
-    AccOps { init, update, before_finish: Vec::new(), result }
+    AccOps {
+        init,
+        update,
+        before_finish: Vec::new(),
+        result,
+    }
 }
 
 /// `tensor[indices] = value` inside loops over the indices that are not rows.

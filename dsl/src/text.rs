@@ -17,7 +17,11 @@ impl fmt::Display for Kernel {
             first = false;
             Ok(())
         };
-        for t in self.tensors.iter().filter(|t| matches!(t.kind, TensorKind::Input | TensorKind::InOut)) {
+        for t in self
+            .tensors
+            .iter()
+            .filter(|t| matches!(t.kind, TensorKind::Input | TensorKind::InOut))
+        {
             sep(f)?;
             self.write_tensor(f, t)?;
         }
@@ -30,7 +34,11 @@ impl fmt::Display for Kernel {
             write!(f, "const {}: i32 = {}", c.name, c.value)?;
         }
         write!(f, ") -> (")?;
-        let outs: Vec<&Tensor> = self.tensors.iter().filter(|t| t.kind == TensorKind::Output).collect();
+        let outs: Vec<&Tensor> = self
+            .tensors
+            .iter()
+            .filter(|t| t.kind == TensorKind::Output)
+            .collect();
         for (i, t) in outs.iter().enumerate() {
             if i > 0 {
                 write!(f, ", ")?;
@@ -63,7 +71,11 @@ impl fmt::Display for Kernel {
 
 impl Kernel {
     fn write_tensor(&self, f: &mut fmt::Formatter<'_>, t: &Tensor) -> fmt::Result {
-        let m = if t.kind == TensorKind::InOut { "mut " } else { "" };
+        let m = if t.kind == TensorKind::InOut {
+            "mut "
+        } else {
+            ""
+        };
         write!(f, "{}: {m}{}", t.name, t.ty)?;
         if !t.dims.is_empty() {
             write!(f, "[")?;

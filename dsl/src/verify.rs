@@ -28,7 +28,10 @@ pub fn check(kernel: &Kernel) -> Result<(), String> {
             }
         }
         if let Node::Load { tensor, index } = node {
-            let t = kernel.tensors.get(tensor.0 as usize).ok_or_else(|| format!("{h} reads a missing tensor"))?;
+            let t = kernel
+                .tensors
+                .get(tensor.0 as usize)
+                .ok_or_else(|| format!("{h} reads a missing tensor"))?;
             if t.dims.len() != index.len() {
                 return Err(format!("{h} indexes `{}` with the wrong rank", t.name));
             }

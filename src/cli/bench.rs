@@ -2,10 +2,10 @@
 //! kernel, prints its IR and plan, runs it on generated data, checks it
 //! against the reference interpreter and prints timings.
 
+use super::KernelArgs;
 use super::commands::{load, pairs};
 use super::exec::{self, Engine};
 use super::tensor::HostTensor;
-use super::KernelArgs;
 use anyhow::{Context, Result, bail};
 use passfold_dsl::{Kernel, ScalarType, TensorKind, shape_of};
 use rand::rngs::SmallRng;
@@ -14,9 +14,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// `passfold bench`.
-pub fn bench(args: &KernelArgs, sizes: &[String], params: &[String], iters: Option<usize>, verify: bool) -> Result<bool> {
+pub fn bench(
+    args: &KernelArgs,
+    sizes: &[String],
+    params: &[String],
+    iters: Option<usize>,
+    verify: bool,
+) -> Result<bool> {
     let t0 = Instant::now();
-    let Some(loaded) = load(args)? else { return Ok(false) };
+    let Some(loaded) = load(args)? else {
+        return Ok(false);
+    };
     let front_end = t0.elapsed();
     let kernel = &loaded.kernel;
     println!("== IR\n{}", kernel);
@@ -44,48 +52,88 @@ pub fn bench(args: &KernelArgs, sizes: &[String], params: &[String], iters: Opti
     let param_values: Vec<f64> = kernel
         .params
         .iter()
-        .map(|p| params.remove(&p.name).unwrap_or_else(|| default_param(&p.name)))
+        .map(|p| {
+            params
+                .remove(&p.name)
+                .unwrap_or_else(|| default_param(&p.name))
+        })
         .collect();
     if let Some(name) = params.keys().next() {
         bail!("`{}` has no parameter `{name}`", kernel.name);
     }
-    let args = generate(kernel, &extents)?;
-    let sizes_text: Vec<String> = kernel.extents.iter().zip(&extents).map(|(e, v)| format!("{}={v}", e.name)).collect();
+    let args_data = generate(kernel, &extents)?;
+    let sizes_text: Vec<String> = kernel
+        .extents
+        .iter()
+        .zip(&extents)
+        .map(|(e, v)| format!("{}={v}", e.name))
+        .collect();
     println!("== run ({})", sizes_text.join(", "));
-    let bytes: usize = args.iter().map(|t| t.shape.iter().product::<usize>() * t.ty().size_bytes()).sum();
+    let bytes: usize = args_data
+        .iter()
+        .map(|t| t.shape.iter().product::<usize>() * t.ty().size_bytes())
+        .sum();
 
     let t1 = Instant::now();
     let compiled = exec::compile(&loaded.plan)?;
     let jit = t1.elapsed();
-    println!("compile: front end {:.3} ms, Cranelift {:.3} ms", ms(front_end), ms(jit));
-
-    let mut work = args.clone();
-    exec::call(&compiled, &loaded.src, &mut work, &param_values)?;
-    let budget = Duration::from_millis(1000);
-    let n = iters.unwrap_or(0);
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while (n == 0 && start.elapsed() < budget && times.len() < 1000) || times.len() < n {
-        let mut run_args = args.clone();
-        let t = Instant::now();
-        exec::call(&compiled, &loaded.src, &mut run_args, &param_values)?;
-        times.push(t.elapsed());
-    }
-    times.sort();
-    let median = times[times.len() / 2];
     println!(
-        "run: median {:.3} ms, min {:.3} ms over {} calls; {:.2} GB/s over {} bytes of arguments",
+        "compile: front end {:.3} ms, Cranelift {:.3} ms",
+        ms(front_end),
+        ms(jit)
+    );
+    // The other plan through the same code generator, timed interleaved with
+    // this one so the ratio is measured in one run.
+    let other_plan = passfold_dsl::plan(kernel, super::commands::plan_options(args, !args.unfused));
+    let other = exec::compile(&other_plan)?;
+    let mut work = args_data.clone();
+    exec::call(&compiled, &loaded.src, &mut work, &param_values)?;
+    let n = iters.unwrap_or(0);
+    let budget = Duration::from_millis(1500);
+    let (mut times, mut other_times) = (Vec::new(), Vec::new());
+    let start = Instant::now();
+    let mut run_args = args_data.clone();
+    while (n == 0 && start.elapsed() < budget && times.len() < 1000) || times.len() < n {
+        for (which, out) in [(&compiled, &mut times), (&other, &mut other_times)] {
+            let t = Instant::now();
+            exec::call(which, &loaded.src, &mut run_args, &param_values)?;
+            out.push(t.elapsed());
+        }
+    }
+    let (median, min) = stats(&mut times);
+    let (other_median, other_min) = stats(&mut other_times);
+    let label = |unfused: bool| if unfused { "unfused" } else { "fused" };
+    println!(
+        "run ({}, {} pass(es)): median {:.3} ms, min {:.3} ms over {} calls; {:.2} GB/s over {} bytes of arguments",
+        label(args.unfused),
+        loaded.plan.passes(),
         ms(median),
-        ms(times[0]),
+        ms(min),
         times.len(),
         bytes as f64 / median.as_secs_f64() / 1e9,
         bytes
     );
+    println!(
+        "run ({}, {} pass(es)): median {:.3} ms, min {:.3} ms; {} / {} = {:.2}",
+        label(!args.unfused),
+        other_plan.passes(),
+        ms(other_median),
+        ms(other_min),
+        label(args.unfused),
+        label(!args.unfused),
+        median.as_secs_f64() / other_median.as_secs_f64()
+    );
     if verify {
-        let reference = exec::execute(&loaded, Engine::Interpret, args.clone(), &param_values)?;
+        let reference =
+            exec::execute(&loaded, Engine::Interpret, args_data.clone(), &param_values)?;
         report_error(kernel, &work, &reference);
     }
     Ok(true)
+}
+
+fn stats(times: &mut [Duration]) -> (Duration, Duration) {
+    times.sort();
+    (times[times.len() / 2], times[0])
 }
 
 fn ms(d: Duration) -> f64 {
@@ -129,7 +177,9 @@ fn generate(kernel: &Kernel, extents: &[i64]) -> Result<Vec<HostTensor>> {
         }
         let values: Vec<f64> = match t.ty {
             ScalarType::I32 => {
-                let bound = passfold_dsl::gather_limit(kernel, id, extents).unwrap_or(1).max(1);
+                let bound = passfold_dsl::gather_limit(kernel, id, extents)
+                    .unwrap_or(1)
+                    .max(1);
                 (0..n).map(|_| rng.random_range(0..bound) as f64).collect()
             }
             _ => (0..n).map(|_| rng.random_range(-4.0..4.0)).collect(),

@@ -2,6 +2,7 @@
 
 use super::KernelArgs;
 use anyhow::{Context, Result, bail};
+use passfold_dsl::fuse::ExpShift;
 use passfold_dsl::{Kernel, LowerOptions, Plan, PlanOptions, ScalarType};
 
 /// A kernel file read and checked, or its diagnostics printed.
@@ -33,19 +34,46 @@ pub fn pairs<T: std::str::FromStr>(items: &[String], what: &str) -> Result<Vec<(
 
 /// Reads and checks the kernel; `Ok(None)` after printing diagnostics.
 pub fn load(args: &KernelArgs) -> Result<Option<Loaded>> {
-    let src = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let src = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let opts = LowerOptions {
         consts: pairs(&args.consts, "--const")?,
         float: args.f64.then_some(ScalarType::F64),
     };
     match passfold_dsl::check(&src, &opts) {
         Ok(kernel) => {
-            let plan = passfold_dsl::plan(&kernel, PlanOptions { unfused: args.unfused, ..PlanOptions::default() });
+            let plan = passfold_dsl::plan(&kernel, plan_options(args, args.unfused));
+            dump(&kernel, &plan);
             Ok(Some(Loaded { src, kernel, plan }))
         }
         Err(diags) => {
             eprint!("{}", diags.render(&args.file.display().to_string(), &src));
             Ok(None)
+        }
+    }
+}
+
+/// The planner options the flags ask for (`unfused` given separately so the
+/// bench can build both plans).
+pub fn plan_options(args: &KernelArgs, unfused: bool) -> PlanOptions {
+    let exp_shift = match args.exp_shift.as_str() {
+        "running-max" => ExpShift::RunningMax,
+        "two-pass" => ExpShift::TwoPass,
+        _ => ExpShift::Auto,
+    };
+    PlanOptions { unfused, exp_shift }
+}
+
+/// `DSL_DUMP=kernel,plan` prints those stages to stderr (the debugger).
+fn dump(kernel: &Kernel, plan: &Plan) {
+    let Ok(what) = std::env::var("DSL_DUMP") else {
+        return;
+    };
+    for stage in what.split(',') {
+        match stage.trim() {
+            "kernel" => eprintln!("{kernel}"),
+            "plan" => eprintln!("{plan}"),
+            _ => {}
         }
     }
 }
@@ -74,7 +102,9 @@ pub fn ir(args: &KernelArgs) -> Result<bool> {
 
 /// `passfold plan`.
 pub fn plan(args: &KernelArgs, json: bool) -> Result<bool> {
-    let Some(l) = load(args)? else { return Ok(false) };
+    let Some(l) = load(args)? else {
+        return Ok(false);
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&l.plan.to_json())?);
     } else {
@@ -85,7 +115,9 @@ pub fn plan(args: &KernelArgs, json: bool) -> Result<bool> {
 
 /// `passfold clif`.
 pub fn clif(args: &KernelArgs, target: &str) -> Result<bool> {
-    let Some(l) = load(args)? else { return Ok(false) };
+    let Some(l) = load(args)? else {
+        return Ok(false);
+    };
     let text = super::exec::clif_text(&l.plan, target)?;
     if text.is_empty() {
         bail!("no code generated");

@@ -19,7 +19,12 @@ pub enum Engine {
 
 /// Runs the kernel on `args` (one per argument, outputs zero-filled) and
 /// returns the arguments after the run.
-pub fn execute(loaded: &Loaded, engine: Engine, args: Vec<HostTensor>, params: &[f64]) -> Result<Vec<HostTensor>> {
+pub fn execute(
+    loaded: &Loaded,
+    engine: Engine,
+    args: Vec<HostTensor>,
+    params: &[f64],
+) -> Result<Vec<HostTensor>> {
     match engine {
         Engine::Interpret => interpret_f64(loaded, args, params),
         Engine::Jit => {
@@ -32,17 +37,22 @@ pub fn execute(loaded: &Loaded, engine: Engine, args: Vec<HostTensor>, params: &
 }
 
 /// The interpreter in `f64`; results are rounded to each tensor's type.
-pub fn interpret_f64(loaded: &Loaded, args: Vec<HostTensor>, params: &[f64]) -> Result<Vec<HostTensor>> {
+pub fn interpret_f64(
+    loaded: &Loaded,
+    args: Vec<HostTensor>,
+    params: &[f64],
+) -> Result<Vec<HostTensor>> {
     let kernel = &loaded.kernel;
     let extents = extents_of(loaded, &args)?;
     let values: Vec<Vec<f64>> = args.iter().map(HostTensor::to_f64).collect();
-    let out = interpret(kernel, &extents, values, params, Precision::F64).map_err(|e| match &e {
-        passfold_dsl::InterpError::GatherOutOfRange { span, .. } => {
-            let (line, col) = span.line_col(&loaded.src);
-            anyhow!("{e} (read at line {line}, column {col})")
-        }
-        _ => anyhow!("{e}"),
-    })?;
+    let out =
+        interpret(kernel, &extents, values, params, Precision::F64).map_err(|e| match &e {
+            passfold_dsl::InterpError::GatherOutOfRange { span, .. } => {
+                let (line, col) = span.line_col(&loaded.src);
+                anyhow!("{e} (read at line {line}, column {col})")
+            }
+            _ => anyhow!("{e}"),
+        })?;
     Ok(args
         .into_iter()
         .zip(out)
@@ -63,7 +73,8 @@ pub struct Compiled {
 
 /// JIT-compiles a plan for the host CPU.
 pub fn compile(plan: &Plan) -> Result<Compiled> {
-    let kernel = passfold_runtime::compile(plan).map_err(|e| anyhow!("cannot compile `{}`: {e}", plan.kernel.name))?;
+    let kernel = passfold_runtime::compile(plan)
+        .map_err(|e| anyhow!("cannot compile `{}`: {e}", plan.kernel.name))?;
     Ok(Compiled { kernel })
 }
 
@@ -85,13 +96,16 @@ pub fn call(compiled: &Compiled, src: &str, args: &mut [HostTensor], params: &[f
         };
         call_args.push(passfold_runtime::Arg::new(data, &shape));
     }
-    compiled.kernel.call(call_args, params).map_err(|e| match &e {
-        passfold_runtime::CallError::GatherOutOfRange { span, .. } => {
-            let (line, col) = span.line_col(src);
-            anyhow!("{e} (read at line {line}, column {col})")
-        }
-        _ => anyhow!("{e}"),
-    })
+    compiled
+        .kernel
+        .call(call_args, params)
+        .map_err(|e| match &e {
+            passfold_runtime::CallError::GatherOutOfRange { span, .. } => {
+                let (line, col) = span.line_col(src);
+                anyhow!("{e} (read at line {line}, column {col})")
+            }
+            _ => anyhow!("{e}"),
+        })
 }
 
 /// The CLIF text of a plan for `target` (`host`, `x86_64`, `aarch64`).

@@ -12,12 +12,16 @@ pub mod tensor;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "passfold", version, about = "Derive fused reduction kernels from index notation and JIT them")]
+#[command(
+    name = "passfold",
+    version,
+    about = "Derive fused reduction kernels from index notation and JIT them"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,6 +41,9 @@ pub struct KernelArgs {
     /// Use the unfused plan (one loop nest per statement).
     #[arg(long)]
     pub unfused: bool,
+    /// How fused exp-shifted sums keep their range: `auto`, `running-max` or `two-pass`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "running-max", "two-pass"])]
+    pub exp_shift: String,
 }
 
 #[derive(Subcommand)]
@@ -103,7 +110,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match execute(cli.command) {

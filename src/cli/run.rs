@@ -4,21 +4,31 @@
 //! parameters) before any code runs, and outputs are written only after the
 //! kernel succeeded, so a bad invocation writes nothing.
 
+use super::KernelArgs;
 use super::commands::{load, pairs};
 use super::exec::{Engine, execute};
 use super::tensor::HostTensor;
-use super::KernelArgs;
 use anyhow::{Context, Result, bail};
 use passfold_dsl::{TensorKind, bind_extents, shape_of};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// `passfold run`.
-pub fn run(args: &KernelArgs, inputs: &[String], params: &[String], outputs: &[String], interpret: bool) -> Result<bool> {
-    let Some(loaded) = load(args)? else { return Ok(false) };
+pub fn run(
+    args: &KernelArgs,
+    inputs: &[String],
+    params: &[String],
+    outputs: &[String],
+    interpret: bool,
+) -> Result<bool> {
+    let Some(loaded) = load(args)? else {
+        return Ok(false);
+    };
     let kernel = &loaded.kernel;
-    let mut inputs: BTreeMap<String, PathBuf> = pairs::<PathBuf>(inputs, "--input")?.into_iter().collect();
-    let outputs: BTreeMap<String, PathBuf> = pairs::<PathBuf>(outputs, "--output")?.into_iter().collect();
+    let mut inputs: BTreeMap<String, PathBuf> =
+        pairs::<PathBuf>(inputs, "--input")?.into_iter().collect();
+    let outputs: BTreeMap<String, PathBuf> =
+        pairs::<PathBuf>(outputs, "--output")?.into_iter().collect();
     let mut params: BTreeMap<String, f64> = pairs::<f64>(params, "--param")?.into_iter().collect();
 
     let mut tensors: Vec<Option<HostTensor>> = Vec::new();
@@ -26,17 +36,30 @@ pub fn run(args: &KernelArgs, inputs: &[String], params: &[String], outputs: &[S
         let t = kernel.tensor(id);
         if t.kind == TensorKind::Output {
             if inputs.contains_key(&t.name) {
-                bail!("`{}` is an output of `{}`; pass it with --output", t.name, kernel.name);
+                bail!(
+                    "`{}` is an output of `{}`; pass it with --output",
+                    t.name,
+                    kernel.name
+                );
             }
             tensors.push(None);
             continue;
         }
-        let path = inputs
-            .remove(&t.name)
-            .with_context(|| format!("input `{}` is missing: pass --input {}=PATH.npy", t.name, t.name))?;
+        let path = inputs.remove(&t.name).with_context(|| {
+            format!(
+                "input `{}` is missing: pass --input {}=PATH.npy",
+                t.name, t.name
+            )
+        })?;
         let host = HostTensor::read_npy(&path).with_context(|| format!("input `{}`", t.name))?;
         if host.ty() != t.ty {
-            bail!("input `{}`: {} holds {}, the kernel declares {}", t.name, path.display(), host.ty(), t.ty);
+            bail!(
+                "input `{}`: {} holds {}, the kernel declares {}",
+                t.name,
+                path.display(),
+                host.ty(),
+                t.ty
+            );
         }
         tensors.push(Some(host));
     }
@@ -44,26 +67,39 @@ pub fn run(args: &KernelArgs, inputs: &[String], params: &[String], outputs: &[S
         bail!("`{}` has no input `{name}`", kernel.name);
     }
     for name in outputs.keys() {
-        let ok = kernel
-            .tensor_id(name)
-            .is_some_and(|id| matches!(kernel.tensor(id).kind, TensorKind::Output | TensorKind::InOut));
+        let ok = kernel.tensor_id(name).is_some_and(|id| {
+            matches!(
+                kernel.tensor(id).kind,
+                TensorKind::Output | TensorKind::InOut
+            )
+        });
         if !ok {
-            bail!("`{}` has no output `{name}` (outputs are written, or `mut` arguments updated)", kernel.name);
+            bail!(
+                "`{}` has no output `{name}` (outputs are written, or `mut` arguments updated)",
+                kernel.name
+            );
         }
     }
     let mut param_values = Vec::new();
     for p in &kernel.params {
-        let v = params
-            .remove(&p.name)
-            .with_context(|| format!("parameter `{}` is missing: pass --param {}=VALUE", p.name, p.name))?;
+        let v = params.remove(&p.name).with_context(|| {
+            format!(
+                "parameter `{}` is missing: pass --param {}=VALUE",
+                p.name, p.name
+            )
+        })?;
         param_values.push(v);
     }
     if let Some(name) = params.keys().next() {
         bail!("`{}` has no parameter `{name}`", kernel.name);
     }
 
-    let shapes: Vec<Option<&[usize]>> = tensors.iter().map(|t| t.as_ref().map(|t| t.shape.as_slice())).collect();
-    let extents = bind_extents(kernel, &shapes).context("the inputs' shapes do not fit the kernel")?;
+    let shapes: Vec<Option<&[usize]>> = tensors
+        .iter()
+        .map(|t| t.as_ref().map(|t| t.shape.as_slice()))
+        .collect();
+    let extents =
+        bind_extents(kernel, &shapes).context("the inputs' shapes do not fit the kernel")?;
     let mut args_full = Vec::new();
     for (id, t) in kernel.arguments().zip(tensors) {
         let decl = kernel.tensor(id);
@@ -75,7 +111,11 @@ pub fn run(args: &KernelArgs, inputs: &[String], params: &[String], outputs: &[S
             }
         });
     }
-    let engine = if interpret { Engine::Interpret } else { Engine::Jit };
+    let engine = if interpret {
+        Engine::Interpret
+    } else {
+        Engine::Jit
+    };
     let results = execute(&loaded, engine, args_full, &param_values)?;
     for (id, t) in kernel.arguments().zip(&results) {
         let decl = kernel.tensor(id);
@@ -83,7 +123,9 @@ pub fn run(args: &KernelArgs, inputs: &[String], params: &[String], outputs: &[S
             continue;
         }
         match outputs.get(&decl.name) {
-            Some(path) => t.write_npy(path).with_context(|| format!("output `{}`", decl.name))?,
+            Some(path) => t
+                .write_npy(path)
+                .with_context(|| format!("output `{}`", decl.name))?,
             None => println!("{} {:?}: {}", decl.name, t.shape, preview(t)),
         }
     }

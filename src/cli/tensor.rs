@@ -69,10 +69,15 @@ impl HostTensor {
 
     /// Reads a `.npy` file (little-endian `f32`, `f64` or `i32`, C order).
     pub fn read_npy(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{} is not a .npy file", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let npy = npyz::NpyFile::new(&bytes[..])
+            .with_context(|| format!("{} is not a .npy file", path.display()))?;
         if npy.order() != npyz::Order::C {
-            bail!("{} is in Fortran order; passfold reads C-order arrays", path.display());
+            bail!(
+                "{} is in Fortran order; passfold reads C-order arrays",
+                path.display()
+            );
         }
         let shape: Vec<usize> = npy
             .shape()
@@ -88,7 +93,11 @@ impl HostTensor {
         } else if dtype == i32::default_dtype() {
             Data::I32(npy.into_vec()?)
         } else {
-            bail!("{} holds {}, expected little-endian f32, f64 or i32", path.display(), dtype.descr());
+            bail!(
+                "{} holds {}, expected little-endian f32, f64 or i32",
+                path.display(),
+                dtype.descr()
+            );
         };
         Ok(HostTensor { shape, data })
     }
@@ -96,7 +105,8 @@ impl HostTensor {
     /// Writes a `.npy` file.
     pub fn write_npy(&self, path: &Path) -> Result<()> {
         let shape: Vec<u64> = self.shape.iter().map(|&d| d as u64).collect();
-        let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         let buf = std::io::BufWriter::new(file);
         match &self.data {
             Data::F32(v) => write_all(buf, &shape, v)?,
@@ -107,8 +117,16 @@ impl HostTensor {
     }
 }
 
-fn write_all<T: AutoSerialize + Copy, W: std::io::Write>(w: W, shape: &[u64], data: &[T]) -> Result<()> {
-    let mut writer = npyz::WriteOptions::new().default_dtype().shape(shape).writer(w).begin_nd()?;
+fn write_all<T: AutoSerialize + Copy, W: std::io::Write>(
+    w: W,
+    shape: &[u64],
+    data: &[T],
+) -> Result<()> {
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(w)
+        .begin_nd()?;
     writer.extend(data.iter().copied())?;
     writer.finish()?;
     Ok(())

@@ -29,7 +29,12 @@ pub fn first_error(src: &str) -> (String, usize, usize, String) {
     };
     let first = &diags.0[0];
     let (line, col) = first.span().line_col(src);
-    (first.message.clone(), line, col, diags.render("kernel.pf", src))
+    (
+        first.message.clone(),
+        line,
+        col,
+        diags.render("kernel.pf", src),
+    )
 }
 
 use passfold_dsl::{Kernel, ScalarType, TensorKind};
@@ -57,20 +62,34 @@ pub fn random_args(kernel: &Kernel, extents: &[i64], fill: Fill, seed: u64) -> V
             if t.kind == TensorKind::Output {
                 return Vec::new();
             }
-            let n = passfold_dsl::Layout::compute(t, extents).expect("small sizes").len as usize;
+            let n = passfold_dsl::Layout::compute(t, extents)
+                .expect("small sizes")
+                .len as usize;
             match t.ty {
                 ScalarType::I32 => {
-                    let bound = passfold_dsl::gather_limit(kernel, id, extents).unwrap_or(4).max(1);
+                    let bound = passfold_dsl::gather_limit(kernel, id, extents)
+                        .unwrap_or(4)
+                        .max(1);
                     (0..n).map(|_| rng.random_range(0..bound) as f64).collect()
                 }
                 _ => (0..n)
                     .map(|_| match fill {
                         Fill::Uniform(s) => rng.random_range(-s..s),
                         Fill::Special(v) => {
-                            if rng.random_range(0..4) == 0 { v } else { rng.random_range(-3.0..3.0) }
+                            if rng.random_range(0..4) == 0 {
+                                v
+                            } else {
+                                rng.random_range(-3.0..3.0)
+                            }
                         }
                     })
-                    .map(|v| if t.ty == ScalarType::F32 { v as f32 as f64 } else { v })
+                    .map(|v| {
+                        if t.ty == ScalarType::F32 {
+                            v as f32 as f64
+                        } else {
+                            v
+                        }
+                    })
                     .collect(),
             }
         })

@@ -153,10 +153,23 @@ fn malformed_kernels_point_at_the_right_place() {
     let mut rendered = String::new();
     for &(name, src, message, line, token) in CASES {
         let (got, got_line, got_col, text) = first_error(src);
-        let line_text = src.lines().nth(line - 1).unwrap_or_else(|| panic!("{name}: no line {line}"));
-        let col = line_text.find(token).unwrap_or_else(|| panic!("{name}: `{token}` not on line {line}")) + 1;
-        assert!(got.contains(message), "{name}: message `{got}` lacks `{message}`");
-        assert_eq!((got_line, got_col), (line, col), "{name}: wrong place for `{got}`\n{text}");
+        let line_text = src
+            .lines()
+            .nth(line - 1)
+            .unwrap_or_else(|| panic!("{name}: no line {line}"));
+        let col = line_text
+            .find(token)
+            .unwrap_or_else(|| panic!("{name}: `{token}` not on line {line}"))
+            + 1;
+        assert!(
+            got.contains(message),
+            "{name}: message `{got}` lacks `{message}`"
+        );
+        assert_eq!(
+            (got_line, got_col),
+            (line, col),
+            "{name}: wrong place for `{got}`\n{text}"
+        );
         rendered.push_str(&format!("=== {name}\n{text}\n"));
     }
     insta::assert_snapshot!("diagnostics", rendered);
@@ -192,11 +205,16 @@ fn garbage_never_panics() {
     ];
     for src in inputs {
         let res = std::panic::catch_unwind(|| passfold_dsl::check(src, &Default::default()));
-        let Ok(res) = res else { panic!("panicked on {src:?}") };
+        let Ok(res) = res else {
+            panic!("panicked on {src:?}")
+        };
         if let Err(d) = res {
             for diag in &d.0 {
                 let s = diag.span();
-                assert!(s.start as usize <= src.len() && s.end as usize <= src.len(), "span outside input for {src:?}");
+                assert!(
+                    s.start as usize <= src.len() && s.end as usize <= src.len(),
+                    "span outside input for {src:?}"
+                );
                 let _ = d.render("k.pf", src);
             }
         }

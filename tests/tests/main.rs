@@ -4,6 +4,6 @@
 mod cli;
 mod common;
 mod diagnostics;
-mod ir_snapshots;
 mod interp;
+mod ir_snapshots;
 mod planner;

@@ -3,7 +3,9 @@
 
 use crate::common::{Fill, close, params_for, random_args};
 use passfold_dsl::fuse::ExpShift;
-use passfold_dsl::{Kernel, LowerOptions, Plan, PlanOptions, Precision, interpret, interpret_program, plan};
+use passfold_dsl::{
+    Kernel, LowerOptions, Plan, PlanOptions, Precision, interpret, interpret_program, plan,
+};
 
 fn check(src: &str) -> Kernel {
     passfold_dsl::check(src, &LowerOptions::default()).expect("checks")
@@ -11,16 +13,31 @@ fn check(src: &str) -> Kernel {
 
 fn sizes(kernel: &Kernel, n: i64, rows: i64) -> Vec<i64> {
     let reduced = passfold_dsl::rules::reduced_mask(kernel);
-    (0..kernel.extents.len()).map(|e| if reduced & (1 << e) != 0 { n } else { rows }).collect()
+    (0..kernel.extents.len())
+        .map(|e| if reduced & (1 << e) != 0 { n } else { rows })
+        .collect()
 }
 
 /// Interprets the kernel and the plan's program on the same inputs and
 /// compares every output; all-`-inf` rows are skipped where `skip_neg_inf`.
-fn agree(kernel: &Kernel, plan: &Plan, extents: &[i64], fill: Fill, seed: u64) -> Result<(), String> {
+fn agree(
+    kernel: &Kernel,
+    plan: &Plan,
+    extents: &[i64],
+    fill: Fill,
+    seed: u64,
+) -> Result<(), String> {
     let args = random_args(kernel, extents, fill, seed);
     let params = params_for(kernel);
     let want = interpret(kernel, extents, args.clone(), &params, Precision::F64);
-    let got = interpret_program(&plan.kernel, &plan.program, extents, args, &params, Precision::F64);
+    let got = interpret_program(
+        &plan.kernel,
+        &plan.program,
+        extents,
+        args,
+        &params,
+        Precision::F64,
+    );
     let (want, got) = match (want, got) {
         (Ok(w), Ok(g)) => (w, g),
         // Both refuse the same input (a gather out of range): they agree.
@@ -31,7 +48,10 @@ fn agree(kernel: &Kernel, plan: &Plan, extents: &[i64], fill: Fill, seed: u64) -
         for (n, (a, b)) in g.iter().zip(w).enumerate() {
             // The fused plan gives the limit where the naive formula gives
             // NaN from -inf - -inf (a row whose every term is -inf).
-            if b.is_nan() && !a.is_nan() && matches!(fill, Fill::Special(v) if v == f64::NEG_INFINITY) {
+            if b.is_nan()
+                && !a.is_nan()
+                && matches!(fill, Fill::Special(v) if v == f64::NEG_INFINITY)
+            {
                 continue;
             }
             if !close(*a, *b, 1e-9, 1e-12) {
@@ -59,7 +79,13 @@ fn catalogue_plans_agree_with_the_interpreter() {
     for entry in passfold_kernels::CATALOGUE {
         let kernel = check(entry.source);
         for exp_shift in [ExpShift::Auto, ExpShift::TwoPass, ExpShift::RunningMax] {
-            let p = plan(&kernel, PlanOptions { unfused: false, exp_shift });
+            let p = plan(
+                &kernel,
+                PlanOptions {
+                    unfused: false,
+                    exp_shift,
+                },
+            );
             for (n, rows) in [(0, 2), (1, 2), (5, 3), (17, 2)] {
                 let extents = sizes(&kernel, n, rows);
                 for (f, fill) in fills.iter().enumerate() {
@@ -74,7 +100,12 @@ fn catalogue_plans_agree_with_the_interpreter() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -83,7 +114,13 @@ fn catalogue_pass_counts() {
     for entry in passfold_kernels::CATALOGUE {
         let kernel = check(entry.source);
         let fused = plan(&kernel, PlanOptions::default());
-        let unfused = plan(&kernel, PlanOptions { unfused: true, ..Default::default() });
+        let unfused = plan(
+            &kernel,
+            PlanOptions {
+                unfused: true,
+                ..Default::default()
+            },
+        );
         report.push_str(&format!(
             "{}: {} fused, {} unfused, target {:?}\n",
             entry.name,
@@ -160,9 +197,14 @@ fn unseen_kernels_get_the_same_rules() {
         if !p.rules.iter().any(|r| r.contains(rule)) {
             failures.push(format!("{name}: no rule mentions `{rule}`: {:?}", p.rules));
         }
-        for (f, fill) in [Fill::Uniform(3.0), Fill::Uniform(1e4), Fill::Special(f64::NAN), Fill::Special(f64::NEG_INFINITY)]
-            .into_iter()
-            .enumerate()
+        for (f, fill) in [
+            Fill::Uniform(3.0),
+            Fill::Uniform(1e4),
+            Fill::Special(f64::NAN),
+            Fill::Special(f64::NEG_INFINITY),
+        ]
+        .into_iter()
+        .enumerate()
         {
             for (n, rows) in [(0, 1), (1, 2), (9, 3)] {
                 if let Err(e) = agree(&kernel, &p, &sizes(&kernel, n, rows), fill, f as u64) {
@@ -180,14 +222,35 @@ fn both_exp_shift_forms_agree() {
     // exp-shifted sum, at moderate and large magnitudes.
     for entry in passfold_kernels::CATALOGUE {
         let kernel = check(entry.source);
-        let online = plan(&kernel, PlanOptions { exp_shift: ExpShift::RunningMax, ..Default::default() });
-        let two_pass = plan(&kernel, PlanOptions { exp_shift: ExpShift::TwoPass, ..Default::default() });
+        let online = plan(
+            &kernel,
+            PlanOptions {
+                exp_shift: ExpShift::RunningMax,
+                ..Default::default()
+            },
+        );
+        let two_pass = plan(
+            &kernel,
+            PlanOptions {
+                exp_shift: ExpShift::TwoPass,
+                ..Default::default()
+            },
+        );
         assert_eq!(online.passes(), two_pass.passes(), "{}", entry.name);
         for fill in [Fill::Uniform(5.0), Fill::Uniform(3e4)] {
             let extents = sizes(&kernel, 33, 2);
             let args = random_args(&kernel, &extents, fill, 7);
             let params = params_for(&kernel);
-            let run = |p: &Plan| interpret_program(&p.kernel, &p.program, &extents, args.clone(), &params, Precision::F64);
+            let run = |p: &Plan| {
+                interpret_program(
+                    &p.kernel,
+                    &p.program,
+                    &extents,
+                    args.clone(),
+                    &params,
+                    Precision::F64,
+                )
+            };
             let (a, b) = (run(&online), run(&two_pass));
             let (Ok(a), Ok(b)) = (a, b) else { continue };
             for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
