@@ -2,6 +2,7 @@
 //! Integration Tests"), one module per boundary.
 
 mod cli;
+mod clif;
 mod common;
 mod diagnostics;
 mod interp;
