@@ -123,8 +123,11 @@ fn info(kernel: &Kernel, stmt: &Stmt) -> Info {
 /// Plans `kernel` with fused sweeps.
 pub fn fuse_reductions(kernel: &Kernel, opts: &FuseOptions) -> Fused {
     let mut rw = Rewriter::new(kernel);
-    let stmts = inline_temps(kernel, &mut rw);
-    let segments = group(&rw.kernel, &stmts);
+    let reordered = crate::reorder::reorder_contractions(&mut rw);
+    rw.rules.extend(reordered);
+    let base = rw.kernel.clone();
+    let (stmts, hints) = inline_temps(&base, &mut rw);
+    let segments = group(&rw.kernel, &stmts, &hints);
     let mut program = Program::default();
     for seg in &segments {
         match seg {
@@ -137,6 +140,7 @@ pub fn fuse_reductions(kernel: &Kernel, opts: &FuseOptions) -> Fused {
             }
         }
     }
+    crate::licm::hoist_invariants(&mut rw, &mut program);
     let rules = std::mem::take(&mut rw.rules);
     let kernel = rw.finish();
     crate::verify::verify(&kernel);
@@ -148,8 +152,9 @@ pub fn fuse_reductions(kernel: &Kernel, opts: &FuseOptions) -> Fused {
 }
 
 /// Substitutes inlinable temporaries into their readers. Returns the
-/// statements that remain (values rewritten), in order.
-fn inline_temps(kernel: &Kernel, rw: &mut Rewriter) -> Vec<Stmt> {
+/// statements that remain (values rewritten), in order, each with its
+/// vector hint (see [`vector_hint`]) taken before inlining.
+fn inline_temps(kernel: &Kernel, rw: &mut Rewriter) -> (Vec<Stmt>, Vec<u64>) {
     let infos: Vec<Info> = kernel.stmts.iter().map(|s| info(kernel, s)).collect();
     let mut inlinable: HashMap<TensorId, usize> = HashMap::new();
     for (d, stmt) in kernel.stmts.iter().enumerate() {
@@ -163,7 +168,8 @@ fn inline_temps(kernel: &Kernel, rw: &mut Rewriter) -> Vec<Stmt> {
     }
     let mut subst: HashMap<TensorId, Handle<Node>> = HashMap::new();
     let mut out = Vec::new();
-    for stmt in &kernel.stmts {
+    let mut hints = Vec::new();
+    for (stmt, info) in kernel.stmts.iter().zip(&infos) {
         let value = rw.substitute(stmt.value, &subst);
         if inlinable.contains_key(&stmt.tensor) {
             subst.insert(stmt.tensor, value);
@@ -173,12 +179,38 @@ fn inline_temps(kernel: &Kernel, rw: &mut Rewriter) -> Vec<Stmt> {
             ));
             continue;
         }
+        hints.push(vector_hint(kernel, stmt, info));
         out.push(Stmt {
             value,
             ..stmt.clone()
         });
     }
-    out
+    (out, hints)
+}
+
+/// The statement indices that some load inside its reductions subscripts
+/// *after* a reduced index (`v[j, e]` in a sum over `j`): looping over them
+/// outside the sweep would re-read that data once per value, so they become
+/// vector indices of the accumulators, inside the sweep.
+fn vector_hint(kernel: &Kernel, stmt: &Stmt, info: &Info) -> u64 {
+    let Some(axes) = &info.axes else { return 0 };
+    let a = mask(axes);
+    let mut hint = 0u64;
+    for &top in &info.tops {
+        for h in subtree(kernel, top) {
+            let Node::Load { index, .. } = &kernel.nodes[h] else { continue };
+            let mut after_axis = false;
+            for i in index {
+                let Index::Affine(form) = i else { continue };
+                let vars = form.terms.iter().fold(0u64, |m, (v, _)| m | 1 << v.0);
+                if after_axis {
+                    hint |= vars;
+                }
+                after_axis |= vars & a != 0;
+            }
+        }
+    }
+    hint & mask(&stmt.indices) & !a
 }
 
 fn reads_inout(kernel: &Kernel, root: Handle<Node>) -> bool {
@@ -229,8 +261,12 @@ fn is_inlinable(kernel: &Kernel, infos: &[Info], def: usize) -> bool {
         any = true;
         let Some(axes) = &info.axes else { return false };
         let a = mask(axes);
-        if loads.iter().any(|(_, idx)| *idx != plain) || own & a == 0 || own & !(info.lhs | a) != 0
-        {
+        // The temp must vary along the sweep, stay within the reader's
+        // indices, and cover the reader's rows (else it would be recomputed
+        // once per row: a sum over `j` read for every `i`).
+        let rows = info.lhs & !vector_hint(kernel, reader, info);
+        let outside = own & !(info.lhs | a) != 0;
+        if loads.iter().any(|(_, idx)| *idx != plain) || own & a == 0 || outside || rows & !own != 0 {
             return false;
         }
         // Every load must sit inside one of the top-level reductions.
@@ -272,7 +308,7 @@ enum Segment {
     Group(Group),
 }
 
-fn group(kernel: &Kernel, stmts: &[Stmt]) -> Vec<Segment> {
+fn group(kernel: &Kernel, stmts: &[Stmt], hints: &[u64]) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
     let mut current: Option<Group> = None;
     for (s, stmt) in stmts.iter().enumerate() {
@@ -293,7 +329,7 @@ fn group(kernel: &Kernel, stmts: &[Stmt]) -> Vec<Segment> {
         match (&info.axes, info.tops.is_empty()) {
             (Some(axes), false) => {
                 current = Some(Group {
-                    rows: stmt.indices.clone(),
+                    rows: stmt.indices.iter().copied().filter(|e| hints[s] & (1 << e.0) == 0).collect(),
                     axes: axes.clone(),
                     members: vec![s],
                 });
@@ -376,7 +412,8 @@ fn emit_group(
         let mut phase = floor.unwrap_or(0).max(elem_floor);
         for &top in &tops {
             let who = rw.kernel.tensor(stmt.tensor).name.clone();
-            let (acc, p) = rules::choose(rw, &who, top, &g.axes, &phase_of, &pure_max, opts);
+            let vmask = mask(&stmt.indices) & !r;
+            let (acc, p) = rules::choose(rw, &who, vmask, top, &g.axes, &phase_of, &pure_max, opts);
             phase = phase.max(p);
             accs.push((top, acc));
         }
@@ -460,6 +497,7 @@ fn emit_group(
                 continue;
             }
             let mut replaced: HashMap<Handle<Node>, Handle<Node>> = HashMap::new();
+            state.vmask = mask(&stmt.indices) & !r;
             for (top, acc) in &m.accs {
                 let ops = rules::emit_accumulator(rw, &mut state, stmt, *top, acc);
                 init.extend(ops.init);

@@ -110,6 +110,11 @@ pub fn plan_unfused(kernel: &Kernel) -> Plan {
     for stmt in &kernel.stmts {
         program.body.extend(unfused_nest(kernel, stmt));
     }
+    // The same loop-invariant code motion as the fused plan, so both are
+    // measured on the same machine-code quality.
+    let mut rw = crate::rules::Rewriter::new(kernel);
+    crate::licm::hoist_invariants(&mut rw, &mut program);
+    let kernel = &rw.finish();
     let nests = kernel
         .stmts
         .iter()

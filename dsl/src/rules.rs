@@ -357,9 +357,11 @@ impl Rewriter {
 
 /// Chooses the accumulator of a top-level reduction and the earliest phase
 /// it can run in.
+#[allow(clippy::too_many_arguments)]
 pub fn choose(
     rw: &mut Rewriter,
     who: &str,
+    vmask: u64,
     top: Handle<Node>,
     axes: &[ExtentId],
     phase_of: &HashMap<TensorId, usize>,
@@ -391,6 +393,7 @@ pub fn choose(
             && let Some((p, q, shift)) = match_exp_shift(rw, arg, m)
             && free_of_deps(rw, p)
             && free_of_deps(rw, q)
+            && rw.free(q) & vmask == 0
         {
             let online_ok = pure_max.contains_key(&m) && opts.exp_shift != ExpShift::TwoPass;
             if online_ok {
@@ -632,6 +635,8 @@ pub struct SweepState<'p> {
     online: HashMap<TensorId, Online>,
     /// Max tensors that online sums of this phase rescale against.
     pub online_wanted: HashSet<TensorId>,
+    /// The vector indices of the member being emitted.
+    pub vmask: u64,
 }
 
 impl<'p> SweepState<'p> {
@@ -645,6 +650,7 @@ impl<'p> SweepState<'p> {
             end: Vec::new(),
             online: HashMap::new(),
             online_wanted: HashSet::new(),
+            vmask: 0,
         }
     }
 
@@ -680,7 +686,9 @@ impl<'p> SweepState<'p> {
         name: &str,
     ) -> Handle<Node> {
         let value = rw.replace(value, &self.hoisted);
-        if is_leaf(rw, value) || reads_inout(rw, value) {
+        // A value that varies along a vector index is computed inside the
+        // vector loop, where that index is bound.
+        if is_leaf(rw, value) || reads_inout(rw, value) || rw.free(value) & self.vmask != 0 {
             return value;
         }
         let ty = rw.kernel.ty(value);
