@@ -103,7 +103,11 @@ fn info(kernel: &Kernel, stmt: &Stmt) -> Info {
     let mut same = true;
     for &t in &tops {
         if let Node::Reduce { axes: a, op, .. } = &kernel.nodes[t] {
-            if matches!(op, ReduceOp::TopK(_)) {
+            // A top-k state lives in k variables: small k only, and only
+            // as the whole statement (its value is the threshold).
+            if let ReduceOp::TopK(k) = op
+                && (*k as usize > rules::MAX_TOPK_STATE || stmt.value != t)
+            {
                 same = false;
             }
             match &axes {
@@ -372,6 +376,8 @@ fn emit_group(
     let a = mask(&g.axes);
     let mut phase_of: HashMap<TensorId, usize> = HashMap::new();
     let mut pure_max: HashMap<TensorId, Handle<Node>> = HashMap::new();
+    // Top-k members: their tensor and the ranked value.
+    let mut topk_of: HashMap<TensorId, Handle<Node>> = HashMap::new();
     // Phases of element-wise members: read at the same point of a sweep, so
     // a reader needs the same phase or a later one, never an extra sweep.
     let mut elem_phase: HashMap<TensorId, usize> = HashMap::new();
@@ -413,7 +419,10 @@ fn emit_group(
         for &top in &tops {
             let who = rw.kernel.tensor(stmt.tensor).name.clone();
             let vmask = mask(&stmt.indices) & !r;
-            let (acc, p) = rules::choose(rw, &who, vmask, top, &g.axes, &phase_of, &pure_max, opts);
+            let (acc, p) = match rules::bounded_state(rw, &who, top, &g.axes, &phase_of, &topk_of) {
+                Some(found) if vmask == 0 => found,
+                _ => rules::choose(rw, &who, vmask, top, &g.axes, &phase_of, &pure_max, opts),
+            };
             phase = phase.max(p);
             accs.push((top, acc));
         }
@@ -432,6 +441,16 @@ fn emit_group(
             {
                 *acc = Accumulator::plain(&rw.kernel, *top);
             }
+        }
+        if let [(top, Accumulator::Plain { op: ReduceOp::TopK(_), arg })] = accs.as_slice()
+            && stmt.value == *top
+        {
+            if mask(&stmt.indices) != r {
+                // A vector of top-k states is not supported: plan the group unfused.
+                rw.rules.push("top-k with vector indices: group left unfused".into());
+                return g.members.iter().flat_map(|&s| rules::unfused_nest(&rw.kernel, &stmts[s])).collect();
+            }
+            topk_of.insert(stmt.tensor, *arg);
         }
         if let [(top, Accumulator::Plain { .. })] = accs.as_slice()
             && stmt.value == *top

@@ -77,6 +77,18 @@ pub enum Accumulator {
         /// The per-row offset.
         c: Handle<Node>,
     },
+    /// `Σ select(e ≥ kth, h(e), 0)` where `kth = topk(e, k)` of the same
+    /// sweep: finished from the top-k state (the k largest values, their
+    /// count and the ties at the threshold), with no work in the sweep.
+    /// Combine: merge two sorted k-lists, adding tie counts at the threshold.
+    TopKRestricted {
+        /// The top-k member.
+        topk: TensorId,
+        /// The ranked value `e`.
+        ranked: Handle<Node>,
+        /// The kept term `h(e)`.
+        kept: Handle<Node>,
+    },
     /// `Σ (g - c)²` (or `mean`) from Welford's `(N, ḡ, M2)`; combine is Chan's:
     /// `N = N_a + N_b`, `δ = ḡ_b - ḡ_a`, `ḡ = ḡ_a + δ·N_b/N`, `M2 = M2_a + M2_b + δ²·N_a·N_b/N`.
     Welford {
@@ -460,6 +472,58 @@ pub fn choose(
     (Accumulator::Plain { op, arg }, latest + 1)
 }
 
+/// The largest `k` whose top-k state is kept in variables.
+pub const MAX_TOPK_STATE: usize = 64;
+
+/// The bounded-state rule: a sum restricted to the top-k set of its sweep,
+/// `Σ select(e ≥ kth, h(e), 0)` with `h` depending on the swept indices only
+/// through `e`, is finished from the top-k state.
+pub fn bounded_state(
+    rw: &mut Rewriter,
+    who: &str,
+    top: Handle<Node>,
+    axes: &[ExtentId],
+    phase_of: &HashMap<TensorId, usize>,
+    topk_of: &HashMap<TensorId, Handle<Node>>,
+) -> Option<(Accumulator, usize)> {
+    let Node::Reduce { op: ReduceOp::Sum, arg, .. } = rw.kernel.nodes[top].clone() else { return None };
+    let Node::Select(cond, kept, other) = rw.kernel.nodes[arg].clone() else { return None };
+    if !is_zero(rw, other) {
+        return None;
+    }
+    let Node::Cmp(CmpOp::Ge, ranked, threshold) = rw.kernel.nodes[cond].clone() else { return None };
+    let Node::Load { tensor: kt, .. } = rw.kernel.nodes[threshold].clone() else { return None };
+    if topk_of.get(&kt) != Some(&ranked) {
+        return None;
+    }
+    let a_mask = axes.iter().fold(0u64, |m, a| m | 1 << a.0);
+    if !only_through(rw, kept, ranked, a_mask) {
+        return None;
+    }
+    let phase = rw
+        .group_scalars_read(arg, phase_of)
+        .iter()
+        .map(|t| phase_of[t])
+        .max()
+        .unwrap_or(0);
+    let name = rw.kernel.tensor(kt).name.clone();
+    rw.rules.push(format!(
+        "bounded state: `{who}` sums over the top-k set of `{name}`; finished from the k largest values and their ties, no extra sweep"
+    ));
+    Some((Accumulator::TopKRestricted { topk: kt, ranked, kept }, phase))
+}
+
+/// Whether `h` depends on the swept indices only through `e`.
+fn only_through(rw: &Rewriter, h: Handle<Node>, e: Handle<Node>, a_mask: u64) -> bool {
+    if h == e || rw.free(h) & a_mask == 0 {
+        return true;
+    }
+    match &rw.kernel.nodes[h] {
+        Node::Load { .. } | Node::IndexValue(_) | Node::Reduce { .. } => false,
+        node => node.operands().into_iter().all(|o| only_through(rw, o, e, a_mask)),
+    }
+}
+
 fn reduce_word(op: ReduceOp) -> &'static str {
     match op {
         ReduceOp::Sum => "sum",
@@ -637,6 +701,8 @@ pub struct SweepState<'p> {
     pub online_wanted: HashSet<TensorId>,
     /// The vector indices of the member being emitted.
     pub vmask: u64,
+    /// Top-k states of this sweep: slots (largest first), count, ties.
+    topk: HashMap<TensorId, (Vec<VarId>, VarId, VarId)>,
 }
 
 impl<'p> SweepState<'p> {
@@ -651,6 +717,7 @@ impl<'p> SweepState<'p> {
             online: HashMap::new(),
             online_wanted: HashSet::new(),
             vmask: 0,
+            topk: HashMap::new(),
         }
     }
 
@@ -842,6 +909,39 @@ pub fn emit_accumulator(
     };
     let mut update = Vec::new();
     match acc.clone() {
+        Accumulator::Plain { op: ReduceOp::TopK(k), arg } => topk_state(rw, state, stmt, ty, k as usize, arg, update),
+        Accumulator::TopKRestricted { topk, ranked, kept } => {
+            let (slots, n, ties) = state.topk[&topk].clone();
+            let kth = rw.var(*slots.last().expect("k >= 1"), ty);
+            let n_v = rw.var(n, ty);
+            let zero = rw.float(0.0, ty);
+            let mut total: Option<Handle<Node>> = None;
+            let mut add = |rw: &mut Rewriter, term: Handle<Node>| {
+                total = Some(match total {
+                    None => term,
+                    Some(t) => rw.bin(BinOp::Add, t, term),
+                });
+            };
+            for (j, &slot_var) in slots.iter().enumerate() {
+                let v = rw.var(slot_var, ty);
+                let term = rw.replace(kept, &[(ranked, v)].into_iter().collect());
+                let j_f = rw.float(j as f64, ty);
+                let real = rw.add(Node::Cmp(CmpOp::Lt, j_f, n_v), ScalarType::Bool);
+                let kept_here = rw.add(Node::Cmp(CmpOp::Ge, v, kth), ScalarType::Bool);
+                let both = rw.add(Node::Binary(BinOp::And, real, kept_here), ScalarType::Bool);
+                let term = rw.select(both, term, zero);
+                add(rw, term);
+            }
+            // Values tied with the threshold beyond the k kept ones.
+            let at_kth = rw.replace(kept, &[(ranked, kth)].into_iter().collect());
+            let ties_v = rw.var(ties, ty);
+            let tied = rw.bin(BinOp::Mul, ties_v, at_kth);
+            let some = rw.add(Node::Cmp(CmpOp::Gt, ties_v, zero), ScalarType::Bool);
+            let tied = rw.select(some, tied, zero);
+            add(rw, tied);
+            let result = total.expect("k >= 1");
+            AccOps { init: Vec::new(), update, before_finish: Vec::new(), result }
+        }
         Accumulator::Plain { op, arg } => {
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
             let online = matches!(s, Slot::Var(_))
@@ -1120,6 +1220,68 @@ fn guard_empty(
     let none = rw.eq(n, zero);
     let empty = rw.float(empty, ty);
     rw.select(none, empty, value)
+}
+
+/// The top-k state in variables: the k largest values so far, largest
+/// first (`-inf` until filled), kept sorted by one bubble step per slot; the
+/// count of values; and how many values tied with the threshold were pushed
+/// out of the slots (so a sum over `e ≥ kth` counts every tie, as the
+/// formula does). NaN propagates through the max/min chain into every slot.
+#[allow(clippy::too_many_arguments)]
+fn topk_state(
+    rw: &mut Rewriter,
+    state: &mut SweepState,
+    stmt: &Stmt,
+    ty: ScalarType,
+    k: usize,
+    arg: Handle<Node>,
+    mut update: Vec<Op>,
+) -> AccOps {
+    let name = rw.kernel.tensor(stmt.tensor).name.clone();
+    let slots: Vec<VarId> = (0..k).map(|j| state.program.var(format!("{name}.top{j}"), ty)).collect();
+    let n = state.program.var(format!("{name}.n"), ty);
+    let ties = state.program.var(format!("{name}.ties"), ty);
+    let carry = state.program.var(format!("{name}.carry"), ty);
+    let hi = state.program.var(format!("{name}.hi"), ty);
+    let old_kth = state.program.var(format!("{name}.kth.old"), ty);
+    let neg_inf = rw.float(f64::NEG_INFINITY, ty);
+    let zero = rw.float(0.0, ty);
+    let one = rw.float(1.0, ty);
+    let mut init: Vec<Op> = slots.iter().map(|&v| Op::Set { var: v, value: neg_inf }).collect();
+    init.push(Op::Set { var: n, value: zero });
+    init.push(Op::Set { var: ties, value: zero });
+    let x = state.hoist(rw, &mut update, arg, &format!("{name}.arg"));
+    let last = *slots.last().expect("k >= 1");
+    let last_v = rw.var(last, ty);
+    update.push(Op::Set { var: old_kth, value: last_v });
+    update.push(Op::Set { var: carry, value: x });
+    let carry_v = rw.var(carry, ty);
+    let hi_v = rw.var(hi, ty);
+    for &slot_var in &slots {
+        let a = rw.var(slot_var, ty);
+        let big = rw.bin(BinOp::Max, a, carry_v);
+        let small = rw.bin(BinOp::Min, a, carry_v);
+        update.push(Op::Set { var: hi, value: big });
+        update.push(Op::Set { var: carry, value: small });
+        update.push(Op::Set { var: slot_var, value: hi_v });
+    }
+    let n_v = rw.var(n, ty);
+    let n_next = rw.bin(BinOp::Add, n_v, one);
+    update.push(Op::Set { var: n, value: n_next });
+    // Once a real value is pushed out (n > k): ties' = [evicted == kth'] + [kth == kth']·ties.
+    let k_f = rw.float(k as f64, ty);
+    let full = rw.add(Node::Cmp(CmpOp::Gt, n_v, k_f), ScalarType::Bool);
+    let evicted_tie = rw.eq(carry_v, last_v);
+    let one_if = rw.select(evicted_tie, one, zero);
+    let old_v = rw.var(old_kth, ty);
+    let same = rw.eq(old_v, last_v);
+    let ties_v = rw.var(ties, ty);
+    let kept_ties = rw.select(same, ties_v, zero);
+    let sum = rw.bin(BinOp::Add, one_if, kept_ties);
+    let next = rw.select(full, sum, zero);
+    update.push(Op::Set { var: ties, value: next });
+    state.topk.insert(stmt.tensor, (slots, n, ties));
+    AccOps { init, update, before_finish: Vec::new(), result: last_v }
 }
 
 /// Cody–Waite split of ln 2 in three parts whose products with an integer

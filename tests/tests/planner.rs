@@ -186,6 +186,18 @@ const UNSEEN: &[(&str, &str, usize, &str)] = &[
         3,
         "no rule",
     ),
+    (
+        "sum_of_top3_squares",
+        "kernel k(x: f32[b, i]) -> (y: f32[b]) {\n    kth[b] = topk[i](x[b, i], 3);\n    y[b] = sum[i](select(x[b, i] >= kth[b], x[b, i] * x[b, i], 0.0));\n}",
+        1,
+        "bounded state",
+    ),
+    (
+        "top3_with_weights_is_not_bounded",
+        "kernel k(x: f32[b, i], w: f32[b, i]) -> (y: f32[b]) {\n    kth[b] = topk[i](x[b, i], 3);\n    y[b] = sum[i](select(x[b, i] >= kth[b], w[b, i], 0.0));\n}",
+        2,
+        "no rule",
+    ),
 ];
 
 #[test]
