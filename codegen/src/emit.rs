@@ -274,8 +274,18 @@ impl<'k, 'f> Emitter<'k, 'f> {
     fn ops(&mut self, ops: &[Op]) -> Result<(), CodegenError> {
         for op in ops {
             match op {
-                Op::Loop { index, body, .. } => {
-                    let frame = self.open_loop(*index);
+                Op::Loop { index, body, range, .. } => {
+                    let bounds = match range {
+                        Some((a, b)) => {
+                            self.cache.push();
+                            let a = self.value(*a)?;
+                            let b = self.value(*b)?;
+                            self.cache.pop();
+                            Some((self.b.ins().sextend(types::I64, a), self.b.ins().sextend(types::I64, b)))
+                        }
+                        None => None,
+                    };
+                    let frame = self.open_loop_in(*index, bounds);
                     self.ops(body)?;
                     self.close_loop(frame);
                 }
@@ -404,9 +414,19 @@ impl<'k, 'f> Emitter<'k, 'f> {
 
     /// Opens `for e in 0..len(e)`; the body is the current block on return.
     pub fn open_loop(&mut self, e: ExtentId) -> LoopFrame {
+        self.open_loop_in(e, None)
+    }
+
+    /// Opens `for index in start..end`, the range clamped to `0..len(e)`.
+    pub fn open_loop_in(&mut self, e: ExtentId, bounds: Option<(Value, Value)>) -> LoopFrame {
         let var = self.b.declare_var(types::I64);
         let zero = self.b.ins().iconst(types::I64, 0);
-        self.b.def_var(var, zero);
+        let len = self.extents[e.0 as usize];
+        let (start, end) = match bounds {
+            Some((a, b)) => (self.b.ins().smax(a, zero), self.b.ins().smin(b, len)),
+            None => (zero, len),
+        };
+        self.b.def_var(var, start);
         let header = self.b.create_block();
         let body = self.b.create_block();
         let exit = self.b.create_block();
@@ -416,7 +436,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
         let more = self.b.ins().icmp(
             cranelift_codegen::ir::condcodes::IntCC::SignedLessThan,
             index,
-            self.extents[e.0 as usize],
+            end,
         );
         self.b.ins().brif(more, body, &[], exit, &[]);
         self.b.switch_to_block(body);

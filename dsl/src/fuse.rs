@@ -539,6 +539,8 @@ fn emit_group(
         ops = vec![Op::Loop {
             index: e,
             sweep: false,
+            range: None,
+            states: Vec::new(),
             body: ops,
         }];
     }

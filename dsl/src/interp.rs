@@ -274,8 +274,17 @@ impl Interp<'_> {
         use crate::lir::Op;
         for op in ops {
             match op {
-                Op::Loop { index, body, .. } => {
-                    for v in 0..self.extents[index.0 as usize] {
+                Op::Loop { index, body, range, .. } => {
+                    let len = self.extents[index.0 as usize];
+                    let (start, end) = match range {
+                        Some((a, b)) => {
+                            let a = self.eval(*a, buffers)? as i64;
+                            let b = self.eval(*b, buffers)? as i64;
+                            (a.max(0), b.min(len))
+                        }
+                        None => (0, len),
+                    };
+                    for v in start..end {
                         self.env[index.0 as usize].set(v);
                         self.ops(body, buffers)?;
                     }

@@ -26,6 +26,7 @@ pub mod parse;
 pub mod plan;
 pub mod reorder;
 pub mod rules;
+pub mod split;
 pub mod text;
 pub mod verify;
 

@@ -27,13 +27,19 @@ pub struct Var {
 /// One step of a loop program.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    /// `for index in 0..len(index) { body }`.
+    /// `for index in start..end { body }`, the range clamped to
+    /// `0..len(index)`; without a range, the whole extent.
     Loop {
         /// The index bound by the loop.
         index: ExtentId,
         /// Whether this loop is a sweep over a reduced index (for the text
         /// form and the pass count).
         sweep: bool,
+        /// `(start, end)` as `i32` nodes, or `None` for `0..len(index)`.
+        range: Option<(Handle<Node>, Handle<Node>)>,
+        /// The accumulator states the sweep carries, with their combine laws
+        /// (empty for loops that are not sweeps).
+        states: Vec<AccState>,
         /// The body.
         body: Vec<Op>,
     },
@@ -61,6 +67,52 @@ pub enum Op {
         /// The value.
         value: Handle<Node>,
     },
+}
+
+/// One component of an accumulator state: a variable, or a scratch tensor
+/// over vector indices.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StateSlot {
+    /// A program variable.
+    Var(VarId),
+    /// A scratch tensor indexed by plain extents.
+    Array(TensorId, Vec<ExtentId>),
+}
+
+/// How two partial states of one accumulator merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Law {
+    /// `a + b` per slot.
+    Sum,
+    /// `max(a, b)` per slot (NaN-propagating).
+    Max,
+    /// `min(a, b)` per slot (NaN-propagating).
+    Min,
+    /// Online sums against the running max at `states[max]` of the same
+    /// sweep: `S = S_a·e^(m_a - m) + S_b·e^(m_b - m)`, `m = max(m_a, m_b)`.
+    OnlineSum {
+        /// Position of the max's state in the sweep's `states`.
+        max: usize,
+    },
+    /// Two-pass pairs `(S, E)`: `S = S_a·2^(E_a - E) + S_b·2^(E_b - E)`, `E = max`.
+    TwoPass,
+    /// Welford `(N, mean, M2[, max |g|])` merged by Chan's formula.
+    Welford,
+    /// No merge (a top-k state): the sweep cannot be split.
+    None,
+}
+
+/// An accumulator state carried by a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccState {
+    /// What it accumulates, for the plan text.
+    pub describe: String,
+    /// Its components, in the order its law expects.
+    pub slots: Vec<StateSlot>,
+    /// How two partial states merge.
+    pub law: Law,
+    /// The scalar type of its components.
+    pub ty: ScalarType,
 }
 
 /// A loop program.
@@ -102,9 +154,16 @@ impl Program {
         let pad = "  ".repeat(depth);
         for op in ops {
             match op {
-                Op::Loop { index, sweep, body } => {
+                Op::Loop { index, sweep, range, states, body } => {
                     let kind = if *sweep { " sweep" } else { "" };
-                    writeln!(f, "{pad}for {}{kind} {{", kernel.extent(*index).name)?;
+                    let range = match range {
+                        Some((a, b)) => format!(" in {}..{}", self.operand(kernel, *a), self.operand(kernel, *b)),
+                        None => String::new(),
+                    };
+                    for st in states {
+                        writeln!(f, "{pad}// state {}", st.describe)?;
+                    }
+                    writeln!(f, "{pad}for {}{range}{kind} {{", kernel.extent(*index).name)?;
                     // Nodes printed inside a loop are scoped to it.
                     let mut inner = printed.clone();
                     self.write_ops(f, kernel, body, depth + 1, &mut inner, reads_var)?;

@@ -22,7 +22,7 @@
 use crate::arena::Handle;
 use crate::fuse::{ExpShift, FuseOptions};
 use crate::ir::*;
-use crate::lir::{Op, Program};
+use crate::lir::{AccState, Law, Op, Program, StateSlot};
 use std::collections::{HashMap, HashSet};
 
 /// An accumulator the planner chose for one top-level reduction.
@@ -345,6 +345,75 @@ impl Rewriter {
         let r = self.add(new, ty);
         memo.insert(h, r);
         r
+    }
+
+    /// Rebuilds `root` with variables and loaded tensors renamed.
+    pub fn rename(
+        &mut self,
+        root: Handle<Node>,
+        vars: &HashMap<VarId, VarId>,
+        tensors: &HashMap<TensorId, TensorId>,
+    ) -> Handle<Node> {
+        let mut memo = HashMap::new();
+        let mut map = |k: &Kernel, h: Handle<Node>| -> Option<Node> {
+            match &k.nodes[h] {
+                Node::Var(v) => vars.get(v).map(|t| Node::Var(*t)),
+                Node::Load { tensor, index } => tensors.get(tensor).map(|t| Node::Load {
+                    tensor: *t,
+                    index: index.clone(),
+                }),
+                _ => None,
+            }
+        };
+        self.rebuild_renamed(root, &mut map, &mut memo)
+    }
+
+    fn rebuild_renamed(
+        &mut self,
+        h: Handle<Node>,
+        f: &mut dyn FnMut(&Kernel, Handle<Node>) -> Option<Node>,
+        memo: &mut HashMap<Handle<Node>, Handle<Node>>,
+    ) -> Handle<Node> {
+        if let Some(&r) = memo.get(&h) {
+            return r;
+        }
+        let ty = self.ty(h);
+        let node = match f(&self.kernel, h) {
+            // Renamed loads still need their gathers renamed.
+            Some(Node::Load { tensor, index }) => Node::Load {
+                tensor,
+                index: index
+                    .into_iter()
+                    .map(|i| match i {
+                        Index::Gather(g) => Index::Gather(self.rebuild_renamed(g, f, memo)),
+                        a => a,
+                    })
+                    .collect(),
+            },
+            Some(leaf) => leaf,
+            None => {
+                let mut ops = HashMap::new();
+                for o in self.kernel.nodes[h].operands() {
+                    let r = self.rebuild_renamed(o, f, memo);
+                    ops.insert(o, r);
+                }
+                let r = self.replace_shallow(h, &ops);
+                memo.insert(h, r);
+                return r;
+            }
+        };
+        let r = self.add(node, ty);
+        memo.insert(h, r);
+        r
+    }
+
+    /// `h` with its direct operands mapped.
+    fn replace_shallow(&mut self, h: Handle<Node>, ops: &HashMap<Handle<Node>, Handle<Node>>) -> Handle<Node> {
+        if ops.iter().all(|(a, b)| a == b) {
+            return h;
+        }
+        let mut memo = HashMap::new();
+        self.rebuild(h, &mut |_, x| if x == h { None } else { ops.get(&x).copied() }, &mut memo)
     }
 
     /// The group scalars (tensors in `phase_of`) that `root` loads.
@@ -703,6 +772,10 @@ pub struct SweepState<'p> {
     pub vmask: u64,
     /// Top-k states of this sweep: slots (largest first), count, ties.
     topk: HashMap<TensorId, (Vec<VarId>, VarId, VarId)>,
+    /// Every accumulator state of this sweep, with its combine law.
+    states: Vec<AccState>,
+    /// The position in `states` of each online max.
+    max_state: HashMap<TensorId, usize>,
 }
 
 impl<'p> SweepState<'p> {
@@ -718,6 +791,8 @@ impl<'p> SweepState<'p> {
             online_wanted: HashSet::new(),
             vmask: 0,
             topk: HashMap::new(),
+            states: Vec::new(),
+            max_state: HashMap::new(),
         }
     }
 
@@ -733,14 +808,31 @@ impl<'p> SweepState<'p> {
             then.push(online.commit.clone());
             fill_branch(&mut body, online.cond, then);
         }
-        for &a in self.axes.iter().rev() {
+        let n = self.axes.len();
+        for (k, &a) in self.axes.iter().enumerate().rev() {
+            // The states belong to the outermost loop of the sweep.
+            let states = if k == 0 { std::mem::take(&mut self.states) } else { Vec::new() };
+            let _ = n;
             body = vec![Op::Loop {
                 index: a,
                 sweep: true,
+                range: None,
+                states,
                 body,
             }];
         }
         body
+    }
+
+    /// Records an accumulator state of this sweep; returns its position.
+    fn record(&mut self, describe: String, slots: &[&Slot], law: Law, ty: ScalarType) -> usize {
+        self.states.push(AccState {
+            describe,
+            slots: slots.iter().map(|s| state_slot(s)).collect(),
+            law,
+            ty,
+        });
+        self.states.len() - 1
     }
 
     /// Computes `value` once into a variable in the sweep body (if it is not
@@ -836,6 +928,13 @@ fn slot(
     Slot::Array(TensorId(rw.kernel.tensors.len() as u32 - 1), vec_idx)
 }
 
+fn state_slot(s: &Slot) -> StateSlot {
+    match s {
+        Slot::Var(v) => StateSlot::Var(*v),
+        Slot::Array(t, idx) => StateSlot::Array(*t, idx.clone()),
+    }
+}
+
 fn read(rw: &mut Rewriter, s: &Slot, ty: ScalarType) -> Handle<Node> {
     match s {
         Slot::Var(v) => rw.var(*v, ty),
@@ -870,6 +969,8 @@ fn over_vector(s: &Slot, ops: Vec<Op>) -> Vec<Op> {
                 ops = vec![Op::Loop {
                     index: e,
                     sweep: false,
+                    range: None,
+                    states: Vec::new(),
                     body: ops,
                 }];
             }
@@ -949,7 +1050,15 @@ pub fn emit_accumulator(
                 && state.online_wanted.contains(&stmt.tensor);
             let arg = state.hoist(rw, &mut update, arg, &format!("{name}.arg"));
             let init = over_vector(&s, vec![write(&s, rw.float(identity(op), ty))]);
+            let law = match op {
+                ReduceOp::Max => Law::Max,
+                ReduceOp::Min => Law::Min,
+                _ => Law::Sum,
+            };
+            let kind = if online { "running max" } else { reduce_word(op) };
+            let at = state.record(format!("`{name}`: {kind}, combine {law:?}"), &[&s], law, ty);
             if online {
+                state.max_state.insert(stmt.tensor, at);
                 // The running max of an online normalizer: when the max moves
                 // (rarely, after the first elements), a branch rescales every
                 // sum that depends on it and commits the new max; the common
@@ -1003,6 +1112,8 @@ pub fn emit_accumulator(
             };
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
             let init = over_vector(&s, vec![write(&s, rw.float(0.0, ty))]);
+            let max_at = state.max_state[&max];
+            state.record(format!("`{name}`: sum rescaled to the running max"), &[&s], Law::OnlineSum { max: max_at }, ty);
             // In the branch where the max moved: S ← S·exp(old - new).
             let cur = read(rw, &s, ty);
             let scaled = rw.bin(BinOp::Mul, cur, rescale);
@@ -1043,6 +1154,8 @@ pub fn emit_accumulator(
         Accumulator::Shift { op, g, c, negate } => {
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
             let init = over_vector(&s, vec![write(&s, rw.float(identity(op), ty))]);
+            let law = if op == ReduceOp::Min { Law::Min } else { Law::Max };
+            state.record(format!("`{name}`: {} of the unshifted term, combine {law:?}", reduce_word(op)), &[&s], law, ty);
             let g = state.hoist(rw, &mut update, g, &format!("{name}.arg"));
             let cur = read(rw, &s, ty);
             let next = combine(rw, op, cur, g);
@@ -1060,6 +1173,7 @@ pub fn emit_accumulator(
         Accumulator::Linear { op, a, g, c } => {
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
             let init = over_vector(&s, vec![write(&s, rw.float(0.0, ty))]);
+            state.record(format!("`{name}`: sum of the varying term, combine Sum"), &[&s], Law::Sum, ty);
             let g = state.hoist(rw, &mut update, g, &format!("{name}.arg"));
             let cur = read(rw, &s, ty);
             let next = rw.bin(BinOp::Add, cur, g);
@@ -1106,6 +1220,12 @@ fn welford(
     let mean = state.program.var(format!("{name}.mean"), ty);
     let m2 = state.program.var(format!("{name}.m2"), ty);
     let d = state.program.var(format!("{name}.delta"), ty);
+    let at = state.record(
+        format!("`{name}`: Welford (N, mean, M2)"),
+        &[&Slot::Var(n), &Slot::Var(mean), &Slot::Var(m2)],
+        Law::Welford,
+        ty,
+    );
     let zero = rw.float(0.0, ty);
     let one = rw.float(1.0, ty);
     let mut init = vec![
@@ -1163,6 +1283,7 @@ fn welford(
         // Welford's state turns an infinite g into NaN, where the formula
         // gives (±inf - c)² = inf for a finite c: track the largest |g|.
         let big = state.program.var(format!("{name}.absmax"), ty);
+        state.states[at].slots.push(StateSlot::Var(big));
         let big_v = rw.var(big, ty);
         init.push(Op::Set {
             var: big,
@@ -1250,6 +1371,11 @@ fn topk_state(
     let mut init: Vec<Op> = slots.iter().map(|&v| Op::Set { var: v, value: neg_inf }).collect();
     init.push(Op::Set { var: n, value: zero });
     init.push(Op::Set { var: ties, value: zero });
+    let mut parts: Vec<Slot> = slots.iter().map(|v| Slot::Var(*v)).collect();
+    parts.push(Slot::Var(n));
+    parts.push(Slot::Var(ties));
+    let refs: Vec<&Slot> = parts.iter().collect();
+    state.record(format!("`{name}`: the {k} largest values, count and ties (no combine)"), &refs, Law::None, ty);
     let x = state.hoist(rw, &mut update, arg, &format!("{name}.arg"));
     let last = *slots.last().expect("k >= 1");
     let last_v = rw.var(last, ty);
@@ -1315,6 +1441,7 @@ fn two_pass(
     let name = rw.kernel.tensor(stmt.tensor).name.clone();
     let s = slot(rw, state, stmt, &format!("{name}.mant"), ty);
     let e_var = state.program.var(format!("{name}.exp"), ty);
+    state.record(format!("`{name}`: (mantissa, exponent) pairs"), &[&s, &Slot::Var(e_var)], Law::TwoPass, ty);
     let zero = rw.float(0.0, ty);
     let neg_inf = rw.float(f64::NEG_INFINITY, ty);
     let mut init = over_vector(&s, vec![write(&s, zero)]);
@@ -1394,6 +1521,8 @@ pub fn store_over(stmt: &Stmt, value: Handle<Node>, rows: &[ExtentId]) -> Vec<Op
             ops = vec![Op::Loop {
                 index: e,
                 sweep: false,
+                range: None,
+                states: Vec::new(),
                 body: ops,
             }];
         }
@@ -1414,6 +1543,8 @@ pub fn unfused_nest(kernel: &Kernel, stmt: &Stmt) -> Vec<Op> {
         ops = vec![Op::Loop {
             index: e,
             sweep: reduced & (1 << e.0) != 0,
+            range: None,
+            states: Vec::new(),
             body: ops,
         }];
     }

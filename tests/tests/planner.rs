@@ -274,3 +274,52 @@ fn both_exp_shift_forms_agree() {
         }
     }
 }
+
+/// The plan with every mergeable sweep split at `at` (see `dsl::split`).
+fn split_plan(p: &Plan, at: i64) -> (Plan, usize) {
+    let mut rw = passfold_dsl::rules::Rewriter::new(&p.kernel);
+    let mut program = p.program.clone();
+    let at = rw.add(passfold_dsl::Node::ConstInt(at), passfold_dsl::ScalarType::I32);
+    let n = passfold_dsl::split::split_sweeps(&mut rw, &mut program, at);
+    let mut out = p.clone();
+    out.kernel = rw.finish();
+    out.program = program;
+    (out, n)
+}
+
+#[test]
+fn combine_laws_merge_split_sweeps() {
+    // Every accumulator's combine, exercised by splitting each sweep in two
+    // parts with separate states and merging them: the results must match
+    // the unsplit plan, in the interpreter and in machine code.
+    let mut split_any = 0;
+    for entry in passfold_kernels::CATALOGUE {
+        let kernel = check(entry.source);
+        for exp_shift in [ExpShift::RunningMax, ExpShift::TwoPass] {
+            let p = plan(&kernel, PlanOptions { unfused: false, exp_shift });
+            for at in [0, 1, 3, 16] {
+                let (sp, n) = split_plan(&p, at);
+                split_any += n;
+                let compiled = passfold_runtime::compile(&sp).expect("split plans compile");
+                for fill in [Fill::Uniform(3.0), Fill::Special(f64::NEG_INFINITY), Fill::Special(f64::NAN)] {
+                    let extents = sizes(&kernel, 9, 2);
+                    let args = random_args(&kernel, &extents, fill, at as u64);
+                    let params = params_for(&kernel);
+                    let whole = interpret_program(&p.kernel, &p.program, &extents, args.clone(), &params, Precision::F64);
+                    let parts = interpret_program(&sp.kernel, &sp.program, &extents, args.clone(), &params, Precision::F64);
+                    let (Ok(whole), Ok(parts)) = (whole, parts) else { continue };
+                    for (x, y) in parts.iter().flatten().zip(whole.iter().flatten()) {
+                        assert!(close(*x, *y, 1e-9, 1e-12), "{} split at {at}: {x} vs {y}", entry.name);
+                    }
+                    // Machine code of the split plan against its interpretation.
+                    let declared = interpret_program(&sp.kernel, &sp.program, &extents, args.clone(), &params, Precision::Declared).unwrap();
+                    let got = crate::common::run_jit(&compiled, &extents, args, &params);
+                    for (x, y) in got.iter().flatten().zip(declared.iter().flatten()) {
+                        assert!(close(*x, *y, 0.0, 0.0), "{} split at {at} (jit): {x} vs {y}", entry.name);
+                    }
+                }
+            }
+        }
+    }
+    assert!(split_any > 50, "only {split_any} sweeps were split");
+}
