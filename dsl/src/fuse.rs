@@ -46,11 +46,31 @@ pub enum ExpShift {
     TwoPass,
 }
 
+/// Whether an output sweep recomputes a value an earlier sweep computed, or
+/// reloads it from a row-sized scratch buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reload {
+    /// The cost model: reload a value that an earlier sweep of the same row
+    /// already computed for a plain sum, when it costs a transcendental
+    /// function (a store and a load of one row-sized, cache-resident buffer
+    /// are cheaper than `exp`); otherwise recompute. Sums fused by exp-shift
+    /// never compute the final `exp(x - m)`, so they recompute.
+    #[default]
+    Auto,
+    /// Store and reload; exp-shifted sums then keep their own sweep after the
+    /// max (three sweeps for softmax, two of them over the input).
+    Reload,
+    /// Always recompute.
+    Recompute,
+}
+
 /// Planner choices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FuseOptions {
     /// The exp-shift representation.
     pub exp_shift: ExpShift,
+    /// Recompute or reload.
+    pub reload: Reload,
 }
 
 /// What the planner derived.
@@ -474,6 +494,7 @@ fn emit_group(
         });
     }
     let phases = members.iter().map(|m| m.phase).max().unwrap_or(0) + 1;
+    let reloads = find_reloads(rw, stmts, &members, &g.axes, r | a, opts.reload);
     // Sequential semantics of in-place updates hold within one sweep (members
     // run in statement order); across sweeps a member could run after a
     // later statement's store, so such groups stay unfused.
@@ -507,7 +528,13 @@ fn emit_group(
         for m in &in_phase {
             let stmt = &stmts[m.stmt];
             if m.elementwise {
-                let value = stmt.value;
+                // Reloaded values come from the scratch row of the last sweep.
+                let map: HashMap<Handle<Node>, Handle<Node>> = reloads
+                    .iter()
+                    .filter(|rl| rl.reader == m.stmt)
+                    .map(|rl| (rl.value, scratch_load(rw, rl.scratch, &g.axes)))
+                    .collect();
+                let value = rw.replace(stmt.value, &map);
                 sweep.push(Op::Store {
                     tensor: stmt.tensor,
                     index: stmt.indices.clone(),
@@ -523,6 +550,14 @@ fn emit_group(
                 sweep.extend(ops.update);
                 finish.extend(ops.before_finish);
                 replaced.insert(*top, ops.result);
+            }
+            for rl in reloads.iter().filter(|rl| rl.writer == m.stmt) {
+                let value = state.reuse(rw, rl.value);
+                sweep.push(Op::Store {
+                    tensor: rl.scratch,
+                    index: g.axes.clone(),
+                    value,
+                });
             }
             let value = rw.replace(stmt.value, &replaced);
             finish.extend(rules::store_over(stmt, value, &g.rows));
@@ -545,4 +580,98 @@ fn emit_group(
         }];
     }
     ops
+}
+
+/// A value stored by one sweep and reloaded by the next.
+struct ReloadPlan {
+    /// The shared subexpression.
+    value: Handle<Node>,
+    /// The member whose sweep computes it (for a plain sum).
+    writer: usize,
+    /// The element-wise member that reads it in the next sweep.
+    reader: usize,
+    /// The row-sized scratch tensor over the swept indices.
+    scratch: TensorId,
+}
+
+fn scratch_load(rw: &mut Rewriter, t: TensorId, axes: &[ExtentId]) -> Handle<Node> {
+    let ty = rw.kernel.tensor(t).ty;
+    rw.add(
+        Node::Load {
+            tensor: t,
+            index: axes.iter().map(|e| Index::Affine(Affine::var(*e))).collect(),
+        },
+        ty,
+    )
+}
+
+/// Finds element-wise members that recompute a costly value a plain sum of
+/// the previous sweep computed for the same element, and decides by
+/// [`Reload`] which to reload.
+fn find_reloads(
+    rw: &mut Rewriter,
+    stmts: &[Stmt],
+    members: &[Member],
+    axes: &[ExtentId],
+    full: u64,
+    reload: Reload,
+) -> Vec<ReloadPlan> {
+    if reload == Reload::Recompute {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for reader in members.iter().filter(|m| m.elementwise && m.phase > 0) {
+        for writer in members.iter().filter(|w| w.phase + 1 == reader.phase) {
+            for (_, acc) in &writer.accs {
+                let Accumulator::Plain { op: ReduceOp::Sum | ReduceOp::Mean, arg } = acc else { continue };
+                let inside: std::collections::HashSet<Handle<Node>> = subtree(&rw.kernel, *arg).into_iter().collect();
+                let Some(value) = shared_costly(rw, stmts[reader.stmt].value, &inside, full) else { continue };
+                let ty = rw.kernel.ty(value);
+                let name = format!("{}.reload", rw.kernel.tensor(stmts[writer.stmt].tensor).name);
+                rw.kernel.tensors.push(Tensor {
+                    name: name.clone(),
+                    kind: TensorKind::Temp,
+                    ty,
+                    dims: axes.iter().map(|e| Dim(Affine::var(*e))).collect(),
+                    pad: None,
+                });
+                let scratch = TensorId(rw.kernel.tensors.len() as u32 - 1);
+                rw.rules.push(format!(
+                    "reload: `{}` reads a value the sweep of `{}` computed ({}); stored in `{name}`, one row, and reloaded instead of recomputed",
+                    rw.kernel.tensor(stmts[reader.stmt].tensor).name,
+                    rw.kernel.tensor(stmts[writer.stmt].tensor).name,
+                    if reload == Reload::Reload { "asked for" } else { "cost model: a transcendental costs more than a store and a load in cache" },
+                ));
+                out.push(ReloadPlan { value, writer: writer.stmt, reader: reader.stmt, scratch });
+            }
+        }
+    }
+    out
+}
+
+/// The largest subexpression of `root` that also occurs in `inside`, varies
+/// over every index of the sweep (`full`), and evaluates a transcendental.
+fn shared_costly(
+    rw: &Rewriter,
+    root: Handle<Node>,
+    inside: &std::collections::HashSet<Handle<Node>>,
+    full: u64,
+) -> Option<Handle<Node>> {
+    let mut stack = vec![root];
+    while let Some(h) = stack.pop() {
+        if inside.contains(&h) && rw.free(h) == full && costly(rw, h) {
+            return Some(h);
+        }
+        if !matches!(rw.kernel.nodes[h], Node::Reduce { .. }) {
+            stack.extend(rw.kernel.nodes[h].operands());
+        }
+    }
+    None
+}
+
+fn costly(rw: &Rewriter, h: Handle<Node>) -> bool {
+    subtree(&rw.kernel, h).into_iter().any(|n| {
+        matches!(&rw.kernel.nodes[n], Node::Unary(op, _) if !matches!(op, UnOp::Neg | UnOp::Not | UnOp::Abs | UnOp::Sign))
+            || matches!(&rw.kernel.nodes[n], Node::Powf(..))
+    })
 }

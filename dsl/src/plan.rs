@@ -19,6 +19,8 @@ pub struct PlanOptions {
     pub unfused: bool,
     /// The exp-shift representation for fused plans.
     pub exp_shift: ExpShift,
+    /// Recompute or reload values an output sweep shares with an earlier one.
+    pub reload: crate::fuse::Reload,
 }
 
 /// One loop nest of the unfused plan (kept for reports).
@@ -91,6 +93,7 @@ pub fn plan(kernel: &Kernel, opts: PlanOptions) -> Plan {
         kernel,
         &FuseOptions {
             exp_shift: opts.exp_shift,
+            reload: opts.reload,
         },
     );
     Plan {

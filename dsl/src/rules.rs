@@ -476,6 +476,12 @@ pub fn choose(
             && free_of_deps(rw, q)
             && rw.free(q) & vmask == 0
         {
+            if opts.reload == crate::fuse::Reload::Reload {
+                rw.rules.push(format!(
+                    "exp-shift not applied to `{who}`: reload asked, so it sums exp(q - {m_name}) after `{m_name}` is final and the output sweep can reload it"
+                ));
+                return (Accumulator::Plain { op, arg }, phase + 1);
+            }
             let online_ok = pure_max.contains_key(&m) && opts.exp_shift != ExpShift::TwoPass;
             if online_ok {
                 rw.rules.push(format!(
@@ -822,6 +828,12 @@ impl<'p> SweepState<'p> {
             }];
         }
         body
+    }
+
+    /// `value` with the subexpressions already computed in this sweep's body
+    /// replaced by their variables.
+    pub fn reuse(&self, rw: &mut Rewriter, value: Handle<Node>) -> Handle<Node> {
+        rw.replace(value, &self.hoisted)
     }
 
     /// Records an accumulator state of this sweep; returns its position.

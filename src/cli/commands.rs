@@ -2,7 +2,7 @@
 
 use super::KernelArgs;
 use anyhow::{Context, Result, bail};
-use passfold_dsl::fuse::ExpShift;
+use passfold_dsl::fuse::{ExpShift, Reload};
 use passfold_dsl::{Kernel, LowerOptions, Plan, PlanOptions, ScalarType};
 
 /// A kernel file read and checked, or its diagnostics printed.
@@ -61,7 +61,14 @@ pub fn plan_options(args: &KernelArgs, unfused: bool) -> PlanOptions {
         "two-pass" => ExpShift::TwoPass,
         _ => ExpShift::Auto,
     };
-    PlanOptions { unfused, exp_shift }
+    let reload = if args.reload {
+        Reload::Reload
+    } else if args.recompute {
+        Reload::Recompute
+    } else {
+        Reload::Auto
+    };
+    PlanOptions { unfused, exp_shift, reload }
 }
 
 /// `DSL_DUMP=kernel,plan` prints those stages to stderr (the debugger).

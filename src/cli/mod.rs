@@ -44,6 +44,12 @@ pub struct KernelArgs {
     /// How fused exp-shifted sums keep their range: `auto`, `running-max` or `two-pass`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "running-max", "two-pass"])]
     pub exp_shift: String,
+    /// Store values an output sweep shares with an earlier sweep and reload them.
+    #[arg(long, conflicts_with = "recompute")]
+    pub reload: bool,
+    /// Always recompute shared values in output sweeps.
+    #[arg(long)]
+    pub recompute: bool,
 }
 
 #[derive(Subcommand)]

@@ -2,7 +2,7 @@
 //! what the kernel's statements compute (checked by interpreting both, in f64).
 
 use crate::common::{Fill, close, params_for, random_args};
-use passfold_dsl::fuse::ExpShift;
+use passfold_dsl::fuse::{ExpShift, Reload};
 use passfold_dsl::{
     Kernel, LowerOptions, Plan, PlanOptions, Precision, interpret, interpret_program, plan,
 };
@@ -78,14 +78,15 @@ fn catalogue_plans_agree_with_the_interpreter() {
     let mut failures = Vec::new();
     for entry in passfold_kernels::CATALOGUE {
         let kernel = check(entry.source);
-        for exp_shift in [ExpShift::Auto, ExpShift::TwoPass, ExpShift::RunningMax] {
-            let p = plan(
-                &kernel,
-                PlanOptions {
-                    unfused: false,
-                    exp_shift,
-                },
-            );
+        let variants = [
+            (ExpShift::Auto, Reload::Auto),
+            (ExpShift::TwoPass, Reload::Auto),
+            (ExpShift::RunningMax, Reload::Auto),
+            (ExpShift::Auto, Reload::Reload),
+            (ExpShift::Auto, Reload::Recompute),
+        ];
+        for (exp_shift, reload) in variants {
+            let p = plan(&kernel, PlanOptions { unfused: false, exp_shift, reload });
             for (n, rows) in [(0, 2), (1, 2), (5, 3), (17, 2)] {
                 let extents = sizes(&kernel, n, rows);
                 for (f, fill) in fills.iter().enumerate() {
@@ -94,7 +95,7 @@ fn catalogue_plans_agree_with_the_interpreter() {
                         continue;
                     }
                     if let Err(e) = agree(&kernel, &p, &extents, *fill, f as u64 * 31 + n as u64) {
-                        failures.push(format!("{} ({exp_shift:?}): {e}", entry.name));
+                        failures.push(format!("{} ({exp_shift:?}, {reload:?}): {e}", entry.name));
                     }
                 }
             }
@@ -296,7 +297,7 @@ fn combine_laws_merge_split_sweeps() {
     for entry in passfold_kernels::CATALOGUE {
         let kernel = check(entry.source);
         for exp_shift in [ExpShift::RunningMax, ExpShift::TwoPass] {
-            let p = plan(&kernel, PlanOptions { unfused: false, exp_shift });
+            let p = plan(&kernel, PlanOptions { unfused: false, exp_shift, ..Default::default() });
             for at in [0, 1, 3, 16] {
                 let (sp, n) = split_plan(&p, at);
                 split_any += n;
