@@ -131,6 +131,11 @@ fn catalogue_pass_counts() {
         ));
     }
     insta::assert_snapshot!("pass_counts", report);
+    for entry in passfold_kernels::CATALOGUE {
+        let Some(target) = entry.target_passes else { continue };
+        let fused = plan(&check(entry.source), PlanOptions::default());
+        assert_eq!(fused.passes(), target, "{} does not reach its pass count:\n{fused}", entry.name);
+    }
 }
 
 /// Kernels the catalogue does not have: each with the passes its plan must
