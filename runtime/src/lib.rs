@@ -16,12 +16,14 @@
 #![warn(missing_docs)]
 
 mod args;
+mod cache;
 mod call;
 mod error;
 mod helpers;
 mod jit;
 
 pub use args::{Arg, Data};
+pub use cache::{KernelCache, cache, cache_key};
 pub use error::{CallError, CompileError};
 
 use passfold_codegen::{GatherSite, site_for_status};
