@@ -111,6 +111,12 @@ pub(crate) struct LoopFrame {
 
 /// The state of one lowering.
 pub(crate) struct Emitter<'k, 'f> {
+    /// `rows[0]..rows[1]`: the range of the row index this call computes.
+    rows: (Value, Value),
+    /// The plan's row index (`Plan::row_extent`), whose top-level loops take `rows`.
+    row_extent: Option<ExtentId>,
+    /// Loop nesting depth while lowering ops.
+    depth: usize,
     pub k: &'k Kernel,
     pub b: FunctionBuilder<'f>,
     call_conv: CallConv,
@@ -144,9 +150,13 @@ impl<'k, 'f> Emitter<'k, 'f> {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
-        let [tensors, extents_arg, params_arg] = *b.block_params(entry) else {
-            unreachable!("the kernel signature has three parameters")
+        let [tensors, extents_arg, params_arg, rows_arg] = *b.block_params(entry) else {
+            unreachable!("the kernel signature has four parameters")
         };
+        let rows = (
+            b.ins().load(types::I64, arg_flags(), rows_arg, 0),
+            b.ins().load(types::I64, arg_flags(), rows_arg, 8),
+        );
         let extents: Vec<Value> = (0..k.extents.len())
             .map(|e| {
                 b.ins()
@@ -186,6 +196,9 @@ impl<'k, 'f> Emitter<'k, 'f> {
             error_blocks: vec![None; sites.len()],
             vars: Vec::new(),
             var_types: Vec::new(),
+            rows,
+            row_extent: None,
+            depth: 0,
         };
         em.layouts = (0..k.tensors.len())
             .map(|t| em.tensor_layout(tensors, t))
@@ -261,6 +274,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
             .map(|v| self.b.declare_var(clif_type(v.ty)))
             .collect();
         self.var_types = plan.program.vars.iter().map(|v| v.ty).collect();
+        self.row_extent = plan.row_extent();
         self.ops(&plan.program.body)?;
         let ok = self.b.ins().iconst(types::I32, 0);
         self.b.ins().return_(&[ok]);
@@ -283,10 +297,14 @@ impl<'k, 'f> Emitter<'k, 'f> {
                             self.cache.pop();
                             Some((self.b.ins().sextend(types::I64, a), self.b.ins().sextend(types::I64, b)))
                         }
+                        // Top-level loops over the row index run the call's rows.
+                        None if self.depth == 0 && self.row_extent == Some(*index) => Some(self.rows),
                         None => None,
                     };
                     let frame = self.open_loop_in(*index, bounds);
+                    self.depth += 1;
                     self.ops(body)?;
+                    self.depth -= 1;
                     self.close_loop(frame);
                 }
                 Op::If { cond, then } => {

@@ -271,3 +271,45 @@ impl fmt::Display for Plan {
         write!(f, "{}", self.program_text())
     }
 }
+
+impl Plan {
+    /// The index whose values the program can run in disjoint parallel
+    /// ranges, if any: every top-level op is a loop over it, no reduction
+    /// ranges over it, and every store inside writes an argument at that
+    /// index or a temporary (temporaries are private to each range). Loads of
+    /// temporaries through gathers would cross rows, so they rule it out.
+    pub fn row_extent(&self) -> Option<ExtentId> {
+        let k = &self.kernel;
+        let first = match self.program.body.first()? {
+            Op::Loop { index, range: None, .. } => *index,
+            _ => return None,
+        };
+        if crate::rules::reduced_mask(k) & (1 << first.0) != 0 {
+            return None;
+        }
+        let all_loops = self
+            .program
+            .body
+            .iter()
+            .all(|op| matches!(op, Op::Loop { index, range: None, .. } if *index == first));
+        if !all_loops || !stores_ok(k, &self.program.body, first) {
+            return None;
+        }
+        let gathers_temp = k.nodes.iter().any(|(_, n)| match n {
+            Node::Load { tensor, index } => {
+                k.tensor(*tensor).kind == TensorKind::Temp && index.iter().any(|i| matches!(i, Index::Gather(_)))
+            }
+            _ => false,
+        });
+        (!gathers_temp).then_some(first)
+    }
+}
+
+fn stores_ok(k: &Kernel, ops: &[Op], row: ExtentId) -> bool {
+    ops.iter().all(|op| match op {
+        Op::Loop { body, .. } => stores_ok(k, body, row),
+        Op::If { then, .. } => stores_ok(k, then, row),
+        Op::Set { .. } => true,
+        Op::Store { tensor, index, .. } => k.tensor(*tensor).kind == TensorKind::Temp || index.contains(&row),
+    })
+}

@@ -123,6 +123,9 @@ pub(crate) struct Frame<'a> {
     pub tensors: Vec<*mut u8>,
     pub extents: Vec<i64>,
     pub params: Vec<f64>,
+    /// `rows[0]..rows[1]`: the rows of `Plan::row_extent` this call computes
+    /// (clamped by the code to the extent).
+    pub rows: [i64; 2],
     /// Scratch memory of the temporaries, kept alive for the call.
     _temps: Vec<Vec<u64>>,
     _borrow: PhantomData<&'a mut ()>,
@@ -181,6 +184,40 @@ pub(crate) fn prepare<'a>(
     for (mut arg, &t) in args.into_iter().zip(&ids) {
         tensors[t] = arg.data.base();
     }
+    let temps = alloc_temps(kernel, &layouts, &mut tensors)?;
+    Ok(Frame {
+        tensors,
+        extents,
+        params: params.to_vec(),
+        rows: [0, i64::MAX],
+        _temps: temps,
+        _borrow: PhantomData,
+    })
+}
+
+impl<'a> Frame<'a> {
+    /// A frame for the same call over `rows`, with temporaries of its own
+    /// (so parallel parts of one call never share scratch memory).
+    pub fn fork(&self, kernel: &Kernel, rows: [i64; 2]) -> Result<Frame<'a>, CallError> {
+        let mut layouts = Vec::with_capacity(kernel.tensors.len());
+        for t in &kernel.tensors {
+            layouts.push(Layout::compute(t, &self.extents).ok_or_else(|| CallError::TooLarge { name: t.name.clone() })?);
+        }
+        let mut tensors = self.tensors.clone();
+        let temps = alloc_temps(kernel, &layouts, &mut tensors)?;
+        Ok(Frame {
+            tensors,
+            extents: self.extents.clone(),
+            params: self.params.clone(),
+            rows,
+            _temps: temps,
+            _borrow: PhantomData,
+        })
+    }
+}
+
+/// Allocates zeroed scratch for every temporary and points `tensors` at it.
+fn alloc_temps(kernel: &Kernel, layouts: &[Layout], tensors: &mut [*mut u8]) -> Result<Vec<Vec<u64>>, CallError> {
     let mut temps = Vec::new();
     for (t, tensor) in kernel.tensors.iter().enumerate() {
         if tensor.kind != TensorKind::Temp {
@@ -203,13 +240,7 @@ pub(crate) fn prepare<'a>(
         tensors[t] = buf.as_mut_ptr() as *mut u8;
         temps.push(buf);
     }
-    Ok(Frame {
-        tensors,
-        extents,
-        params: params.to_vec(),
-        _temps: temps,
-        _borrow: PhantomData,
-    })
+    Ok(temps)
 }
 
 /// Type, mutability, rank and length of one argument.

@@ -13,7 +13,7 @@ use cranelift_module::{FuncId, Module};
 use passfold_codegen::kernel_signature;
 
 /// The kernel ABI of `passfold_codegen` (see its crate docs).
-type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, *const f64) -> i32;
+type KernelFn = unsafe extern "C" fn(*const *mut u8, *const i64, *const f64, *const i64) -> i32;
 
 /// A JIT module whose code and data are freed on drop.
 pub(crate) struct OwnedModule(Option<JITModule>);
@@ -101,8 +101,50 @@ impl JitCode {
                 frame.tensors.as_ptr(),
                 frame.extents.as_ptr(),
                 frame.params.as_ptr(),
+                frame.rows.as_ptr(),
             )
         }
+    }
+}
+
+/// A frame handed to another thread of the same call.
+struct SendFrame<'a>(Frame<'a>);
+
+// SAFETY: the frames of one parallel call (see `JitCode::invoke_rows`)
+// point at the same argument buffers but compute disjoint row ranges of
+// `Plan::row_extent`, and every store the code makes outside its own
+// temporaries is at its current row (the `row_extent` contract), so no two
+// threads write the same element and no thread reads an element another
+// writes; each frame owns its temporaries. The borrows the frames carry
+// outlive the scope that runs them.
+unsafe impl Send for SendFrame<'_> {}
+
+impl<'a> SendFrame<'a> {
+    /// The frame (a method, so closures capture the whole `Send` wrapper).
+    fn frame(&mut self) -> &mut Frame<'a> {
+        &mut self.0
+    }
+}
+
+impl JitCode {
+    /// Runs the kernel once per frame, in parallel on the rayon pool (frames
+    /// from [`Frame::fork`] over disjoint row ranges); returns the first
+    /// failing status, or 0.
+    pub fn invoke_rows(&self, frames: Vec<Frame<'_>>) -> i32 {
+        let frames: Vec<SendFrame<'_>> = frames.into_iter().map(SendFrame).collect();
+        let status = std::sync::atomic::AtomicI32::new(0);
+        rayon::scope(|scope| {
+            for mut f in frames {
+                let status = &status;
+                scope.spawn(move |_| {
+                    let s = self.invoke(f.frame());
+                    if s != 0 {
+                        let _ = status.compare_exchange(0, s, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        status.into_inner()
     }
 }
 

@@ -33,6 +33,7 @@ use passfold_dsl::{Kernel, Plan};
 pub fn compile(plan: &Plan) -> Result<CompiledKernel, CompileError> {
     let (code, gather_sites) = jit::build(plan)?;
     Ok(CompiledKernel {
+        row_extent: plan.row_extent(),
         kernel: plan.kernel.clone(),
         code,
         gather_sites,
@@ -42,6 +43,7 @@ pub fn compile(plan: &Plan) -> Result<CompiledKernel, CompileError> {
 
 /// A kernel compiled to machine code, ready to call.
 pub struct CompiledKernel {
+    row_extent: Option<passfold_dsl::ExtentId>,
     kernel: Kernel,
     code: call::JitCode,
     gather_sites: Vec<GatherSite>,
@@ -90,14 +92,48 @@ impl CompiledKernel {
         }
     }
 
+    /// Calls the kernel with its rows split over `threads` threads of the
+    /// rayon pool (see [`Plan::row_extent`]; a kernel without independent
+    /// rows runs on one thread). Each row is computed by one thread exactly
+    /// as on one thread, so results are identical for every thread count.
+    pub fn call_threads(&self, args: Vec<Arg<'_>>, params: &[f64], threads: usize) -> Result<(), CallError> {
+        self.run_threads(args, &[], params, threads)
+    }
+
+    /// Whether calls can split rows over threads.
+    pub fn row_parallel(&self) -> bool {
+        self.row_extent.is_some()
+    }
+
     fn run(
         &self,
         args: Vec<Arg<'_>>,
         extents: &[Option<i64>],
         params: &[f64],
     ) -> Result<(), CallError> {
+        self.run_threads(args, extents, params, 1)
+    }
+
+    fn run_threads(
+        &self,
+        args: Vec<Arg<'_>>,
+        extents: &[Option<i64>],
+        params: &[f64],
+        threads: usize,
+    ) -> Result<(), CallError> {
         let mut frame = args::prepare(&self.kernel, args, extents, params)?;
-        let status = self.code.invoke(&mut frame);
+        let status = match self.row_extent {
+            Some(row) if threads > 1 && frame.extents[row.0 as usize] > 1 => {
+                let n = frame.extents[row.0 as usize];
+                let parts = (threads as i64).min(n);
+                let mut frames = Vec::with_capacity(parts as usize);
+                for p in 0..parts {
+                    frames.push(frame.fork(&self.kernel, [n * p / parts, n * (p + 1) / parts])?);
+                }
+                self.code.invoke_rows(frames)
+            }
+            _ => self.code.invoke(&mut frame),
+        };
         if status == 0 {
             return Ok(());
         }

@@ -20,6 +20,7 @@ pub fn bench(
     params: &[String],
     iters: Option<usize>,
     verify: bool,
+    threads: usize,
 ) -> Result<bool> {
     let t0 = Instant::now();
     let Some(loaded) = load(args)? else {
@@ -96,7 +97,7 @@ pub fn bench(
     while (n == 0 && start.elapsed() < budget && times.len() < 1000) || times.len() < n {
         for (which, out) in [(&compiled, &mut times), (&other, &mut other_times)] {
             let t = Instant::now();
-            exec::call(which, &loaded.src, &mut run_args, &param_values)?;
+            exec::call_threads(which, &loaded.src, &mut run_args, &param_values, threads)?;
             out.push(t.elapsed());
         }
     }

@@ -81,6 +81,11 @@ pub fn compile(plan: &Plan) -> Result<Compiled> {
 /// Calls compiled code on host tensors (in argument order), writing outputs
 /// and in-place tensors into them.
 pub fn call(compiled: &Compiled, src: &str, args: &mut [HostTensor], params: &[f64]) -> Result<()> {
+    call_threads(compiled, src, args, params, 1)
+}
+
+/// [`call`] with rows split over `threads` threads.
+pub fn call_threads(compiled: &Compiled, src: &str, args: &mut [HostTensor], params: &[f64], threads: usize) -> Result<()> {
     let kernel = compiled.kernel.kernel();
     let mut call_args = Vec::with_capacity(args.len());
     for (id, t) in kernel.arguments().zip(args.iter_mut()) {
@@ -98,7 +103,7 @@ pub fn call(compiled: &Compiled, src: &str, args: &mut [HostTensor], params: &[f
     }
     compiled
         .kernel
-        .call(call_args, params)
+        .call_threads(call_args, params, threads)
         .map_err(|e| match &e {
             passfold_runtime::CallError::GatherOutOfRange { span, .. } => {
                 let (line, col) = span.line_col(src);

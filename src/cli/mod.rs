@@ -107,6 +107,9 @@ pub enum Command {
         /// Skip the comparison with the reference interpreter.
         #[arg(long)]
         no_verify: bool,
+        /// Threads to split rows over (kernels with independent rows).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -154,7 +157,8 @@ pub fn execute(command: Command) -> Result<bool> {
             params,
             iters,
             no_verify,
-        } => bench::bench(&kernel, &sizes, &params, iters, !no_verify),
+            threads,
+        } => bench::bench(&kernel, &sizes, &params, iters, !no_verify, threads),
     }
 }
 
