@@ -79,7 +79,7 @@ fn clif_text_names_the_kernel() {
     let isa = isa_for("x86_64-unknown-linux-gnu", false).unwrap();
     let text = clif_text(&plan(EXTRA[0]), &*isa).unwrap();
     assert!(
-        text.starts_with("function %g(i64, i64, i64) -> i32"),
+        text.starts_with("function %g(i64, i64, i64, i64) -> i32"),
         "{text}"
     );
 }
