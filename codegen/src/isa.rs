@@ -2,9 +2,17 @@
 //!
 //! Every ISA is built with `opt_level` from [`IsaOptions`] (default
 //! `speed`), `is_pic = false` and the verifier on in debug builds only.
+//!
+//! The host ISA enables every CPU feature cranelift-native detects (on
+//! x86-64: SSE3 to SSE4.2, AVX, AVX2, FMA, AVX-512, BMI, ...); a fixed
+//! triple without host features is the architecture's portable baseline
+//! (x86-64: SSE2 only, so no FMA and no SSE4.1 rounding). The code
+//! generator reads what it may use from [`Features::of`], and code compiled
+//! for one ISA must be cached under [`isa_fingerprint`], which names every
+//! enabled flag, so it never runs where the features differ.
 
 use crate::CodegenError;
-use cranelift_codegen::isa::{self, OwnedTargetIsa};
+use cranelift_codegen::isa::{self, OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use std::str::FromStr;
 use target_lexicon::Triple;
@@ -86,4 +94,110 @@ pub fn isa_with(
     builder
         .finish(flags(opts)?)
         .map_err(|e| CodegenError::Isa(e.to_string()))
+}
+
+/// [`isa_with`] for a fixed `triple` with extra ISA flags enabled on top of
+/// its baseline, e.g. `["has_avx", "has_fma", "has_sse41"]` on x86-64: a
+/// machine-independent ISA for a known feature level.
+pub fn isa_with_flags(
+    triple: &str,
+    isa_flags: &[&str],
+    opts: &IsaOptions,
+) -> Result<OwnedTargetIsa, CodegenError> {
+    let triple = if triple == "host" {
+        Triple::host()
+    } else {
+        Triple::from_str(triple).map_err(|e| CodegenError::Isa(format!("`{triple}`: {e}")))?
+    };
+    let mut builder = isa::lookup(triple).map_err(|e| CodegenError::Isa(e.to_string()))?;
+    for flag in isa_flags {
+        builder
+            .enable(flag)
+            .map_err(|e| CodegenError::Isa(format!("enabling {flag}: {e}")))?;
+    }
+    builder
+        .finish(flags(opts)?)
+        .map_err(|e| CodegenError::Isa(e.to_string()))
+}
+
+/// What the code generator may emit for an ISA, read from its flags.
+///
+/// `fma` and `round` are what `vmath` and the lowering consult; the x86-64
+/// flags are exposed for cost models and reports (all `false` elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Features {
+    /// `fma` on `f32`, `f64`, `f32x4`, `f64x2` is one instruction (x86-64:
+    /// AVX and FMA; aarch64: always). Without it Cranelift lowers `fma` to
+    /// a library call per lane, so code uses `fmul` + `fadd` instead.
+    pub fma: bool,
+    /// `nearest`/`floor`/`ceil`/`trunc` are instructions (x86-64: SSE4.1;
+    /// aarch64: always); without it they are library calls.
+    pub round: bool,
+    /// x86-64 SSE4.1.
+    pub sse41: bool,
+    /// x86-64 AVX (VEX encodings; Cranelift still allocates only xmm0–15).
+    pub avx: bool,
+    /// x86-64 AVX2.
+    pub avx2: bool,
+    /// x86-64 AVX-512F.
+    pub avx512f: bool,
+}
+
+impl Features {
+    /// The portable baseline: no FMA, no rounding instructions.
+    pub const PORTABLE: Features = Features {
+        fma: false,
+        round: false,
+        sse41: false,
+        avx: false,
+        avx2: false,
+        avx512f: false,
+    };
+
+    /// The features `isa` was built with.
+    pub fn of(isa: &dyn TargetIsa) -> Features {
+        let enabled: Vec<&str> = isa
+            .isa_flags()
+            .iter()
+            .filter(|v| v.as_bool() == Some(true))
+            .map(|v| v.name)
+            .collect();
+        let has = |name: &str| enabled.contains(&name);
+        match isa.triple().architecture {
+            target_lexicon::Architecture::X86_64 => Features {
+                fma: has("has_avx") && has("has_fma"),
+                round: has("has_sse41"),
+                sse41: has("has_sse41"),
+                avx: has("has_avx"),
+                avx2: has("has_avx2"),
+                avx512f: has("has_avx512f"),
+            },
+            target_lexicon::Architecture::Aarch64(_) => Features {
+                fma: true,
+                round: true,
+                ..Features::PORTABLE
+            },
+            _ => Features::PORTABLE,
+        }
+    }
+}
+
+/// A stable text naming everything about `isa` that changes generated
+/// code: the triple, `opt_level` and every enabled ISA flag, e.g.
+/// `x86_64-unknown-linux-gnu opt_level=speed has_avx has_fma has_sse41 ...`.
+/// Compiled-kernel caches key on it.
+pub fn isa_fingerprint(isa: &dyn TargetIsa) -> String {
+    let mut out = format!("{} opt_level={}", isa.triple(), isa.flags().opt_level());
+    let mut enabled: Vec<&str> = isa
+        .isa_flags()
+        .iter()
+        .filter(|v| v.as_bool() == Some(true))
+        .map(|v| v.name)
+        .collect();
+    enabled.sort_unstable();
+    for name in enabled {
+        out.push(' ');
+        out.push_str(name);
+    }
+    out
 }

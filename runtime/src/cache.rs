@@ -44,10 +44,7 @@ pub fn cache_key(plan: &Plan) -> String {
 fn host_fingerprint() -> &'static str {
     static FINGERPRINT: OnceLock<String> = OnceLock::new();
     FINGERPRINT.get_or_init(|| match passfold_codegen::host_isa(&Default::default()) {
-        Ok(isa) => {
-            let flags: Vec<String> = isa.isa_flags().iter().map(|v| v.to_string()).collect();
-            format!("{} {}", isa.triple(), flags.join(","))
-        }
+        Ok(isa) => passfold_codegen::isa_fingerprint(&*isa),
         Err(e) => format!("no host isa: {e}"),
     })
 }
