@@ -48,7 +48,11 @@ pub fn compile(src: &str) -> Result<Arc<CompiledKernel>, Error> {
 
 /// [`compile`] with explicit front-end and planner options (`f64`, constants,
 /// the unfused plan, exp-shift and reload choices).
-pub fn compile_with(src: &str, opts: &LowerOptions, plan_opts: PlanOptions) -> Result<Arc<CompiledKernel>, Error> {
+pub fn compile_with(
+    src: &str,
+    opts: &LowerOptions,
+    plan_opts: PlanOptions,
+) -> Result<Arc<CompiledKernel>, Error> {
     let kernel = passfold_dsl::check(src, opts).map_err(|diagnostics| Error::Check {
         rendered: diagnostics.render("kernel", src),
         diagnostics,

@@ -8,6 +8,7 @@
 
 mod api;
 pub mod cli;
+pub mod kernelgen;
 
 pub use api::*;
 pub use passfold_dsl as dsl;

@@ -288,17 +288,24 @@ impl<'k, 'f> Emitter<'k, 'f> {
     fn ops(&mut self, ops: &[Op]) -> Result<(), CodegenError> {
         for op in ops {
             match op {
-                Op::Loop { index, body, range, .. } => {
+                Op::Loop {
+                    index, body, range, ..
+                } => {
                     let bounds = match range {
                         Some((a, b)) => {
                             self.cache.push();
                             let a = self.value(*a)?;
                             let b = self.value(*b)?;
                             self.cache.pop();
-                            Some((self.b.ins().sextend(types::I64, a), self.b.ins().sextend(types::I64, b)))
+                            Some((
+                                self.b.ins().sextend(types::I64, a),
+                                self.b.ins().sextend(types::I64, b),
+                            ))
                         }
                         // Top-level loops over the row index run the call's rows.
-                        None if self.depth == 0 && self.row_extent == Some(*index) => Some(self.rows),
+                        None if self.depth == 0 && self.row_extent == Some(*index) => {
+                            Some(self.rows)
+                        }
                         None => None,
                     };
                     let frame = self.open_loop_in(*index, bounds);

@@ -52,9 +52,7 @@ pub mod vmath;
 
 pub use error::CodegenError;
 pub use helpers::{Helper, MathFn};
-pub use isa::{
-    Features, IsaOptions, host_isa, isa_fingerprint, isa_for, isa_with, isa_with_flags,
-};
+pub use isa::{Features, IsaOptions, host_isa, isa_fingerprint, isa_for, isa_with, isa_with_flags};
 pub use sites::{GatherSite, gather_sites, site_for_status};
 
 use cranelift_codegen::ir::{AbiParam, Function, Signature, UserFuncName, types};

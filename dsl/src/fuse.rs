@@ -222,7 +222,9 @@ fn vector_hint(kernel: &Kernel, stmt: &Stmt, info: &Info) -> u64 {
     let mut hint = 0u64;
     for &top in &info.tops {
         for h in subtree(kernel, top) {
-            let Node::Load { index, .. } = &kernel.nodes[h] else { continue };
+            let Node::Load { index, .. } = &kernel.nodes[h] else {
+                continue;
+            };
             let mut after_axis = false;
             for i in index {
                 let Index::Affine(form) = i else { continue };
@@ -289,8 +291,32 @@ fn is_inlinable(kernel: &Kernel, infos: &[Info], def: usize) -> bool {
         // indices, and cover the reader's rows (else it would be recomputed
         // once per row: a sum over `j` read for every `i`).
         let rows = info.lhs & !vector_hint(kernel, reader, info);
+        // A reduction inside the temp must not range over an index the reader
+        // binds (it would capture it), and a gather inside it must stay where
+        // the kernel evaluates it (a failing gather is an error there).
+        let bound = info.lhs
+            | subtree(kernel, reader.value)
+                .iter()
+                .fold(0u64, |m, h| match &kernel.nodes[*h] {
+                    Node::Reduce { axes, .. } => m | mask(axes),
+                    _ => m,
+                });
+        let (inner_axes, gathers) =
+            subtree(kernel, stmt.value)
+                .iter()
+                .fold((0u64, false), |(m, g), h| match &kernel.nodes[*h] {
+                    Node::Reduce { axes, .. } => (m | mask(axes), g),
+                    Node::Load { index, .. } => {
+                        (m, g || index.iter().any(|i| matches!(i, Index::Gather(_))))
+                    }
+                    _ => (m, g),
+                });
+        if inner_axes & bound != 0 || gathers {
+            return false;
+        }
         let outside = own & !(info.lhs | a) != 0;
-        if loads.iter().any(|(_, idx)| *idx != plain) || own & a == 0 || outside || rows & !own != 0 {
+        if loads.iter().any(|(_, idx)| *idx != plain) || own & a == 0 || outside || rows & !own != 0
+        {
             return false;
         }
         // Every load must sit inside one of the top-level reductions.
@@ -353,7 +379,12 @@ fn group(kernel: &Kernel, stmts: &[Stmt], hints: &[u64]) -> Vec<Segment> {
         match (&info.axes, info.tops.is_empty()) {
             (Some(axes), false) => {
                 current = Some(Group {
-                    rows: stmt.indices.iter().copied().filter(|e| hints[s] & (1 << e.0) == 0).collect(),
+                    rows: stmt
+                        .indices
+                        .iter()
+                        .copied()
+                        .filter(|e| hints[s] & (1 << e.0) == 0)
+                        .collect(),
                     axes: axes.clone(),
                     members: vec![s],
                 });
@@ -462,13 +493,26 @@ fn emit_group(
                 *acc = Accumulator::plain(&rw.kernel, *top);
             }
         }
-        if let [(top, Accumulator::Plain { op: ReduceOp::TopK(_), arg })] = accs.as_slice()
+        if let [
+            (
+                top,
+                Accumulator::Plain {
+                    op: ReduceOp::TopK(_),
+                    arg,
+                },
+            ),
+        ] = accs.as_slice()
             && stmt.value == *top
         {
             if mask(&stmt.indices) != r {
                 // A vector of top-k states is not supported: plan the group unfused.
-                rw.rules.push("top-k with vector indices: group left unfused".into());
-                return g.members.iter().flat_map(|&s| rules::unfused_nest(&rw.kernel, &stmts[s])).collect();
+                rw.rules
+                    .push("top-k with vector indices: group left unfused".into());
+                return g
+                    .members
+                    .iter()
+                    .flat_map(|&s| rules::unfused_nest(&rw.kernel, &stmts[s]))
+                    .collect();
             }
             topk_of.insert(stmt.tensor, *arg);
         }
@@ -569,17 +613,7 @@ fn emit_group(
         }
         body.extend(finish);
     }
-    let mut ops = body;
-    for &e in g.rows.iter().rev() {
-        ops = vec![Op::Loop {
-            index: e,
-            sweep: false,
-            range: None,
-            states: Vec::new(),
-            body: ops,
-        }];
-    }
-    ops
+    crate::lir::wrap_loops(&g.rows, body)
 }
 
 /// A value stored by one sweep and reloaded by the next.
@@ -599,7 +633,10 @@ fn scratch_load(rw: &mut Rewriter, t: TensorId, axes: &[ExtentId]) -> Handle<Nod
     rw.add(
         Node::Load {
             tensor: t,
-            index: axes.iter().map(|e| Index::Affine(Affine::var(*e))).collect(),
+            index: axes
+                .iter()
+                .map(|e| Index::Affine(Affine::var(*e)))
+                .collect(),
         },
         ty,
     )
@@ -623,11 +660,23 @@ fn find_reloads(
     for reader in members.iter().filter(|m| m.elementwise && m.phase > 0) {
         for writer in members.iter().filter(|w| w.phase + 1 == reader.phase) {
             for (_, acc) in &writer.accs {
-                let Accumulator::Plain { op: ReduceOp::Sum | ReduceOp::Mean, arg } = acc else { continue };
-                let inside: std::collections::HashSet<Handle<Node>> = subtree(&rw.kernel, *arg).into_iter().collect();
-                let Some(value) = shared_costly(rw, stmts[reader.stmt].value, &inside, full) else { continue };
+                let Accumulator::Plain {
+                    op: ReduceOp::Sum | ReduceOp::Mean,
+                    arg,
+                } = acc
+                else {
+                    continue;
+                };
+                let inside: std::collections::HashSet<Handle<Node>> =
+                    subtree(&rw.kernel, *arg).into_iter().collect();
+                let Some(value) = shared_costly(rw, stmts[reader.stmt].value, &inside, full) else {
+                    continue;
+                };
                 let ty = rw.kernel.ty(value);
-                let name = format!("{}.reload", rw.kernel.tensor(stmts[writer.stmt].tensor).name);
+                let name = format!(
+                    "{}.reload",
+                    rw.kernel.tensor(stmts[writer.stmt].tensor).name
+                );
                 rw.kernel.tensors.push(Tensor {
                     name: name.clone(),
                     kind: TensorKind::Temp,
@@ -642,7 +691,12 @@ fn find_reloads(
                     rw.kernel.tensor(stmts[writer.stmt].tensor).name,
                     if reload == Reload::Reload { "asked for" } else { "cost model: a transcendental costs more than a store and a load in cache" },
                 ));
-                out.push(ReloadPlan { value, writer: writer.stmt, reader: reader.stmt, scratch });
+                out.push(ReloadPlan {
+                    value,
+                    writer: writer.stmt,
+                    reader: reader.stmt,
+                    scratch,
+                });
             }
         }
     }

@@ -274,7 +274,9 @@ impl Interp<'_> {
         use crate::lir::Op;
         for op in ops {
             match op {
-                Op::Loop { index, body, range, .. } => {
+                Op::Loop {
+                    index, body, range, ..
+                } => {
                     let len = self.extents[index.0 as usize];
                     let (start, end) = match range {
                         Some((a, b)) => {

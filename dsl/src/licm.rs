@@ -117,26 +117,36 @@ fn collect(
     }
 }
 
-fn invariant(rw: &Rewriter, h: Handle<Node>, index: ExtentId, vars: &HashSet<VarId>, tensors: &HashSet<TensorId>) -> bool {
+fn invariant(
+    rw: &Rewriter,
+    h: Handle<Node>,
+    index: ExtentId,
+    vars: &HashSet<VarId>,
+    tensors: &HashSet<TensorId>,
+) -> bool {
     if rw.free(h) & (1 << index.0) != 0 || rw.kernel.ty(h) == ScalarType::Bool {
         return false;
     }
-    crate::fuse::subtree(&rw.kernel, h).into_iter().all(|n| match &rw.kernel.nodes[n] {
-        Node::Var(v) => !vars.contains(v),
-        Node::Load { tensor, index } => {
-            !tensors.contains(tensor) && index.iter().all(|i| matches!(i, Index::Affine(_)))
-        }
-        _ => true,
-    })
+    crate::fuse::subtree(&rw.kernel, h)
+        .into_iter()
+        .all(|n| match &rw.kernel.nodes[n] {
+            Node::Var(v) => !vars.contains(v),
+            Node::Load { tensor, index } => {
+                !tensors.contains(tensor) && index.iter().all(|i| matches!(i, Index::Affine(_)))
+            }
+            _ => true,
+        })
 }
 
 fn worth_it(rw: &Rewriter, h: Handle<Node>) -> bool {
-    crate::fuse::subtree(&rw.kernel, h).into_iter().any(|n| match &rw.kernel.nodes[n] {
-        Node::Reduce { .. } | Node::Powf(..) | Node::Load { .. } => true,
-        Node::Unary(op, _) => !matches!(op, UnOp::Neg | UnOp::Not | UnOp::Abs),
-        Node::Binary(BinOp::Div, ..) => true,
-        _ => false,
-    })
+    crate::fuse::subtree(&rw.kernel, h)
+        .into_iter()
+        .any(|n| match &rw.kernel.nodes[n] {
+            Node::Reduce { .. } | Node::Powf(..) | Node::Load { .. } => true,
+            Node::Unary(op, _) => !matches!(op, UnOp::Neg | UnOp::Not | UnOp::Abs),
+            Node::Binary(BinOp::Div, ..) => true,
+            _ => false,
+        })
 }
 
 fn replace_all(rw: &mut Rewriter, ops: &mut [Op], map: &HashMap<Handle<Node>, Handle<Node>>) {

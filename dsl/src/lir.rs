@@ -154,10 +154,20 @@ impl Program {
         let pad = "  ".repeat(depth);
         for op in ops {
             match op {
-                Op::Loop { index, sweep, range, states, body } => {
+                Op::Loop {
+                    index,
+                    sweep,
+                    range,
+                    states,
+                    body,
+                } => {
                     let kind = if *sweep { " sweep" } else { "" };
                     let range = match range {
-                        Some((a, b)) => format!(" in {}..{}", self.operand(kernel, *a), self.operand(kernel, *b)),
+                        Some((a, b)) => format!(
+                            " in {}..{}",
+                            self.operand(kernel, *a),
+                            self.operand(kernel, *b)
+                        ),
                         None => String::new(),
                     };
                     for st in states {
@@ -262,4 +272,55 @@ pub fn reads_vars(kernel: &Kernel) -> Vec<bool> {
             matches!(node, Node::Var(_)) || node.operands().iter().any(|o| out[o.index()]);
     }
     out
+}
+
+/// `ops` inside plain loops over `indices` (outermost first).
+pub fn wrap_loops(indices: &[ExtentId], ops: Vec<Op>) -> Vec<Op> {
+    let mut ops = ops;
+    for &e in indices.iter().rev() {
+        ops = vec![Op::Loop {
+            index: e,
+            sweep: false,
+            range: None,
+            states: Vec::new(),
+            body: ops,
+        }];
+    }
+    ops
+}
+
+impl StateSlot {
+    /// The node reading the slot's current value (at its own indices).
+    pub fn read(&self, rw: &mut crate::rules::Rewriter, ty: ScalarType) -> Handle<Node> {
+        match self {
+            StateSlot::Var(v) => rw.var(*v, ty),
+            StateSlot::Array(t, idx) => rw.add(
+                Node::Load {
+                    tensor: *t,
+                    index: idx.iter().map(|e| Index::Affine(Affine::var(*e))).collect(),
+                },
+                ty,
+            ),
+        }
+    }
+
+    /// The op writing `value` to the slot.
+    pub fn write(&self, value: Handle<Node>) -> Op {
+        match self {
+            StateSlot::Var(v) => Op::Set { var: *v, value },
+            StateSlot::Array(t, idx) => Op::Store {
+                tensor: *t,
+                index: idx.clone(),
+                value,
+            },
+        }
+    }
+
+    /// `ops` inside loops over the slot's vector indices (none for a variable).
+    pub fn over(&self, ops: Vec<Op>) -> Vec<Op> {
+        match self {
+            StateSlot::Var(_) => ops,
+            StateSlot::Array(_, idx) => wrap_loops(idx, ops),
+        }
+    }
 }

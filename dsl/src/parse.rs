@@ -26,7 +26,7 @@ use syn::parse::{ParseStream, Parser};
 use syn::{Ident, LitFloat, LitInt, Token};
 
 /// The deepest expression nesting the parser accepts.
-pub const MAX_DEPTH: usize = 128;
+pub const MAX_DEPTH: usize = 256;
 
 /// The names that start a reduction when followed by `[axes](...)`.
 pub const REDUCTIONS: &[&str] = &["sum", "max", "min", "mean", "topk"];
@@ -233,9 +233,23 @@ fn binary(op: AstBinOp, lhs: Expr, rhs: Expr) -> Expr {
     }
 }
 
+/// Counts one more operator of a left-associative chain: each one nests the
+/// tree one level deeper, so chains share the depth limit.
+fn chain(input: ParseStream, depth: usize, terms: &mut usize) -> syn::Result<()> {
+    *terms += 1;
+    if depth + *terms > MAX_DEPTH {
+        return Err(input.error(format!(
+            "expression nested deeper than {MAX_DEPTH} levels (a chain of operators counts one level each); split it with temporaries"
+        )));
+    }
+    Ok(())
+}
+
 fn parse_or(input: ParseStream, depth: usize) -> syn::Result<Expr> {
     let mut lhs = parse_and(input, depth)?;
+    let mut terms = 0;
     while input.peek(Token![||]) {
+        chain(input, depth, &mut terms)?;
         input.parse::<Token![||]>()?;
         let rhs = parse_and(input, depth)?;
         lhs = binary(AstBinOp::Or, lhs, rhs);
@@ -245,7 +259,9 @@ fn parse_or(input: ParseStream, depth: usize) -> syn::Result<Expr> {
 
 fn parse_and(input: ParseStream, depth: usize) -> syn::Result<Expr> {
     let mut lhs = parse_cmp(input, depth)?;
+    let mut terms = 0;
     while input.peek(Token![&&]) {
+        chain(input, depth, &mut terms)?;
         input.parse::<Token![&&]>()?;
         let rhs = parse_cmp(input, depth)?;
         lhs = binary(AstBinOp::And, lhs, rhs);
@@ -298,7 +314,9 @@ fn parse_cmp(input: ParseStream, depth: usize) -> syn::Result<Expr> {
 
 fn parse_add(input: ParseStream, depth: usize) -> syn::Result<Expr> {
     let mut lhs = parse_mul(input, depth)?;
+    let mut terms = 0;
     loop {
+        chain(input, depth, &mut terms)?;
         let op = if input.peek(Token![+]) && !input.peek(Token![+=]) {
             input.parse::<Token![+]>()?;
             AstBinOp::Add
@@ -315,7 +333,9 @@ fn parse_add(input: ParseStream, depth: usize) -> syn::Result<Expr> {
 
 fn parse_mul(input: ParseStream, depth: usize) -> syn::Result<Expr> {
     let mut lhs = parse_unary(input, depth)?;
+    let mut terms = 0;
     loop {
+        chain(input, depth, &mut terms)?;
         let op = if input.peek(Token![*]) && !input.peek(Token![*=]) {
             input.parse::<Token![*]>()?;
             AstBinOp::Mul

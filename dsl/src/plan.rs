@@ -281,7 +281,9 @@ impl Plan {
     pub fn row_extent(&self) -> Option<ExtentId> {
         let k = &self.kernel;
         let first = match self.program.body.first()? {
-            Op::Loop { index, range: None, .. } => *index,
+            Op::Loop {
+                index, range: None, ..
+            } => *index,
             _ => return None,
         };
         if crate::rules::reduced_mask(k) & (1 << first.0) != 0 {
@@ -297,7 +299,8 @@ impl Plan {
         }
         let gathers_temp = k.nodes.iter().any(|(_, n)| match n {
             Node::Load { tensor, index } => {
-                k.tensor(*tensor).kind == TensorKind::Temp && index.iter().any(|i| matches!(i, Index::Gather(_)))
+                k.tensor(*tensor).kind == TensorKind::Temp
+                    && index.iter().any(|i| matches!(i, Index::Gather(_)))
             }
             _ => false,
         });
@@ -310,6 +313,8 @@ fn stores_ok(k: &Kernel, ops: &[Op], row: ExtentId) -> bool {
         Op::Loop { body, .. } => stores_ok(k, body, row),
         Op::If { then, .. } => stores_ok(k, then, row),
         Op::Set { .. } => true,
-        Op::Store { tensor, index, .. } => k.tensor(*tensor).kind == TensorKind::Temp || index.contains(&row),
+        Op::Store { tensor, index, .. } => {
+            k.tensor(*tensor).kind == TensorKind::Temp || index.contains(&row)
+        }
     })
 }

@@ -46,7 +46,14 @@ pub fn reorder_contractions(rw: &mut Rewriter) -> Vec<String> {
                     .iter()
                     .rposition(|d| reads.iter().any(|h| matches!(&rw.kernel.nodes[*h], Node::Load { tensor, .. } if *tensor == d.tensor)))
                     .map_or(0, |p| p + 1);
-                let at = (after..s).find(|&p| !rw.kernel.tensor(rw.kernel.stmts[p].tensor).name.contains('.')).unwrap_or(s);
+                let at = (after..s)
+                    .find(|&p| {
+                        !rw.kernel
+                            .tensor(rw.kernel.stmts[p].tensor)
+                            .name
+                            .contains('.')
+                    })
+                    .unwrap_or(s);
                 rw.kernel.stmts.insert(at, new_stmt);
                 s += 2;
             }
@@ -79,12 +86,24 @@ fn factors(rw: &Rewriter, h: Handle<Node>, out: &mut Vec<Handle<Node>>) {
 
 fn product(rw: &mut Rewriter, fs: &[Handle<Node>], ty: ScalarType) -> Handle<Node> {
     let mut it = fs.iter().copied();
-    let Some(first) = it.next() else { return rw.float(1.0, ty) };
+    let Some(first) = it.next() else {
+        return rw.float(1.0, ty);
+    };
     it.fold(first, |acc, f| rw.bin(BinOp::Mul, acc, f))
 }
 
-fn try_reorder(rw: &mut Rewriter, stmt: &Stmt, lhs: u64, top: Handle<Node>) -> Option<(Stmt, Handle<Node>)> {
-    let Node::Reduce { op: ReduceOp::Sum, axes: outer_axes, arg } = rw.kernel.nodes[top].clone() else {
+fn try_reorder(
+    rw: &mut Rewriter,
+    stmt: &Stmt,
+    lhs: u64,
+    top: Handle<Node>,
+) -> Option<(Stmt, Handle<Node>)> {
+    let Node::Reduce {
+        op: ReduceOp::Sum,
+        axes: outer_axes,
+        arg,
+    } = rw.kernel.nodes[top].clone()
+    else {
         return None;
     };
     let ty = rw.kernel.ty(top);
@@ -92,12 +111,23 @@ fn try_reorder(rw: &mut Rewriter, stmt: &Stmt, lhs: u64, top: Handle<Node>) -> O
     let mut fs = Vec::new();
     factors(rw, arg, &mut fs);
     // Exactly one factor is an inner sum; the rest (Q) multiply it.
-    let inner_pos = fs
-        .iter()
-        .position(|f| matches!(rw.kernel.nodes[*f], Node::Reduce { op: ReduceOp::Sum, .. }))?;
+    let inner_pos = fs.iter().position(|f| {
+        matches!(
+            rw.kernel.nodes[*f],
+            Node::Reduce {
+                op: ReduceOp::Sum,
+                ..
+            }
+        )
+    })?;
     let inner = fs.remove(inner_pos);
     let q = fs;
-    let Node::Reduce { axes: inner_axes, arg: inner_arg, .. } = rw.kernel.nodes[inner].clone() else {
+    let Node::Reduce {
+        axes: inner_axes,
+        arg: inner_arg,
+        ..
+    } = rw.kernel.nodes[inner].clone()
+    else {
         return None;
     };
     let mut inner_fs = Vec::new();
@@ -115,11 +145,30 @@ fn try_reorder(rw: &mut Rewriter, stmt: &Stmt, lhs: u64, top: Handle<Node>) -> O
     let inner_mask = inner_axes.iter().fold(0u64, |m, a| m | 1 << a.0);
     let idx_mask = yq_free & !outer;
     // Dimensions: the inner sum's axes first, then the rest in extent order.
-    let mut indices: Vec<ExtentId> = inner_axes.iter().copied().filter(|a| idx_mask & (1 << a.0) != 0).collect();
-    indices.extend((0..rw.kernel.extents.len() as u32).map(ExtentId).filter(|e| idx_mask & !inner_mask & (1 << e.0) != 0));
+    let mut indices: Vec<ExtentId> = inner_axes
+        .iter()
+        .copied()
+        .filter(|a| idx_mask & (1 << a.0) != 0)
+        .collect();
+    indices.extend(
+        (0..rw.kernel.extents.len() as u32)
+            .map(ExtentId)
+            .filter(|e| idx_mask & !inner_mask & (1 << e.0) != 0),
+    );
     let body = product(rw, &yq, ty);
-    let sum = rw.add(Node::Reduce { op: ReduceOp::Sum, axes: outer_axes.clone(), arg: body }, ty);
-    let name = format!("{}.sum_{}", rw.kernel.tensor(stmt.tensor).name, axis_names(rw, &outer_axes));
+    let sum = rw.add(
+        Node::Reduce {
+            op: ReduceOp::Sum,
+            axes: outer_axes.clone(),
+            arg: body,
+        },
+        ty,
+    );
+    let name = format!(
+        "{}.sum_{}",
+        rw.kernel.tensor(stmt.tensor).name,
+        axis_names(rw, &outer_axes)
+    );
     rw.kernel.tensors.push(Tensor {
         name,
         kind: TensorKind::Temp,
@@ -131,14 +180,24 @@ fn try_reorder(rw: &mut Rewriter, stmt: &Stmt, lhs: u64, top: Handle<Node>) -> O
     let load = rw.add(
         Node::Load {
             tensor,
-            index: indices.iter().map(|e| Index::Affine(Affine::var(*e))).collect(),
+            index: indices
+                .iter()
+                .map(|e| Index::Affine(Affine::var(*e)))
+                .collect(),
         },
         ty,
     );
     let mut new_inner = x;
     new_inner.push(load);
     let new_arg = product(rw, &new_inner, ty);
-    let replacement = rw.add(Node::Reduce { op: ReduceOp::Sum, axes: inner_axes, arg: new_arg }, ty);
+    let replacement = rw.add(
+        Node::Reduce {
+            op: ReduceOp::Sum,
+            axes: inner_axes,
+            arg: new_arg,
+        },
+        ty,
+    );
     Some((
         Stmt {
             tensor,
@@ -151,13 +210,18 @@ fn try_reorder(rw: &mut Rewriter, stmt: &Stmt, lhs: u64, top: Handle<Node>) -> O
 }
 
 fn axis_names(rw: &Rewriter, axes: &[ExtentId]) -> String {
-    axes.iter().map(|a| rw.kernel.extent(*a).name.as_str()).collect::<Vec<_>>().join("_")
+    axes.iter()
+        .map(|a| rw.kernel.extent(*a).name.as_str())
+        .collect::<Vec<_>>()
+        .join("_")
 }
 
 fn reads_var_or_gather(rw: &Rewriter, h: Handle<Node>) -> bool {
-    crate::fuse::subtree(&rw.kernel, h).into_iter().any(|n| match &rw.kernel.nodes[n] {
-        Node::Var(_) => true,
-        Node::Load { index, .. } => index.iter().any(|i| matches!(i, Index::Gather(_))),
-        _ => false,
-    })
+    crate::fuse::subtree(&rw.kernel, h)
+        .into_iter()
+        .any(|n| match &rw.kernel.nodes[n] {
+            Node::Var(_) => true,
+            Node::Load { index, .. } => index.iter().any(|i| matches!(i, Index::Gather(_))),
+            _ => false,
+        })
 }

@@ -408,12 +408,20 @@ impl Rewriter {
     }
 
     /// `h` with its direct operands mapped.
-    fn replace_shallow(&mut self, h: Handle<Node>, ops: &HashMap<Handle<Node>, Handle<Node>>) -> Handle<Node> {
+    fn replace_shallow(
+        &mut self,
+        h: Handle<Node>,
+        ops: &HashMap<Handle<Node>, Handle<Node>>,
+    ) -> Handle<Node> {
         if ops.iter().all(|(a, b)| a == b) {
             return h;
         }
         let mut memo = HashMap::new();
-        self.rebuild(h, &mut |_, x| if x == h { None } else { ops.get(&x).copied() }, &mut memo)
+        self.rebuild(
+            h,
+            &mut |_, x| if x == h { None } else { ops.get(&x).copied() },
+            &mut memo,
+        )
     }
 
     /// The group scalars (tensors in `phase_of`) that `root` loads.
@@ -482,7 +490,13 @@ pub fn choose(
                 ));
                 return (Accumulator::Plain { op, arg }, phase + 1);
             }
-            let online_ok = pure_max.contains_key(&m) && opts.exp_shift != ExpShift::TwoPass;
+            // The running max bounds exp(q - max) only when q is exactly what
+            // the max ranges over; any other q could overflow before the
+            // max moves (and inf·0 is NaN), so it takes the two-pass form.
+            let same_arg = pure_max.get(&m).is_some_and(
+                |top| matches!(rw.kernel.nodes[*top], Node::Reduce { arg, .. } if arg == q),
+            );
+            let online_ok = same_arg && opts.exp_shift != ExpShift::TwoPass;
             if online_ok {
                 rw.rules.push(format!(
                     "exp-shift: `{who}` reads `{m_name}` only as exp(q - {m_name}); running-max accumulator, since `{m_name}` is a max in the same sweep"
@@ -493,7 +507,7 @@ pub fn choose(
                 let why = if opts.exp_shift == ExpShift::TwoPass {
                     "asked for"
                 } else {
-                    "the shift is not a max of this sweep"
+                    "the shift is not a max of the same values in this sweep"
                 };
                 rw.rules.push(format!(
                     "exp-shift: `{who}` reads `{m_name}` only as exp(q - {m_name}); two-pass (mantissa, exponent) accumulator ({why})"
@@ -561,13 +575,26 @@ pub fn bounded_state(
     phase_of: &HashMap<TensorId, usize>,
     topk_of: &HashMap<TensorId, Handle<Node>>,
 ) -> Option<(Accumulator, usize)> {
-    let Node::Reduce { op: ReduceOp::Sum, arg, .. } = rw.kernel.nodes[top].clone() else { return None };
-    let Node::Select(cond, kept, other) = rw.kernel.nodes[arg].clone() else { return None };
+    let Node::Reduce {
+        op: ReduceOp::Sum,
+        arg,
+        ..
+    } = rw.kernel.nodes[top].clone()
+    else {
+        return None;
+    };
+    let Node::Select(cond, kept, other) = rw.kernel.nodes[arg].clone() else {
+        return None;
+    };
     if !is_zero(rw, other) {
         return None;
     }
-    let Node::Cmp(CmpOp::Ge, ranked, threshold) = rw.kernel.nodes[cond].clone() else { return None };
-    let Node::Load { tensor: kt, .. } = rw.kernel.nodes[threshold].clone() else { return None };
+    let Node::Cmp(CmpOp::Ge, ranked, threshold) = rw.kernel.nodes[cond].clone() else {
+        return None;
+    };
+    let Node::Load { tensor: kt, .. } = rw.kernel.nodes[threshold].clone() else {
+        return None;
+    };
     if topk_of.get(&kt) != Some(&ranked) {
         return None;
     }
@@ -585,7 +612,14 @@ pub fn bounded_state(
     rw.rules.push(format!(
         "bounded state: `{who}` sums over the top-k set of `{name}`; finished from the k largest values and their ties, no extra sweep"
     ));
-    Some((Accumulator::TopKRestricted { topk: kt, ranked, kept }, phase))
+    Some((
+        Accumulator::TopKRestricted {
+            topk: kt,
+            ranked,
+            kept,
+        },
+        phase,
+    ))
 }
 
 /// Whether `h` depends on the swept indices only through `e`.
@@ -595,7 +629,10 @@ fn only_through(rw: &Rewriter, h: Handle<Node>, e: Handle<Node>, a_mask: u64) ->
     }
     match &rw.kernel.nodes[h] {
         Node::Load { .. } | Node::IndexValue(_) | Node::Reduce { .. } => false,
-        node => node.operands().into_iter().all(|o| only_through(rw, o, e, a_mask)),
+        node => node
+            .operands()
+            .into_iter()
+            .all(|o| only_through(rw, o, e, a_mask)),
     }
 }
 
@@ -817,7 +854,11 @@ impl<'p> SweepState<'p> {
         let n = self.axes.len();
         for (k, &a) in self.axes.iter().enumerate().rev() {
             // The states belong to the outermost loop of the sweep.
-            let states = if k == 0 { std::mem::take(&mut self.states) } else { Vec::new() };
+            let states = if k == 0 {
+                std::mem::take(&mut self.states)
+            } else {
+                Vec::new()
+            };
             let _ = n;
             body = vec![Op::Loop {
                 index: a,
@@ -837,10 +878,16 @@ impl<'p> SweepState<'p> {
     }
 
     /// Records an accumulator state of this sweep; returns its position.
-    fn record(&mut self, describe: String, slots: &[&Slot], law: Law, ty: ScalarType) -> usize {
+    fn record(
+        &mut self,
+        describe: String,
+        slots: &[&StateSlot],
+        law: Law,
+        ty: ScalarType,
+    ) -> usize {
         self.states.push(AccState {
             describe,
-            slots: slots.iter().map(|s| state_slot(s)).collect(),
+            slots: slots.iter().map(|s| (*s).clone()).collect(),
             law,
             ty,
         });
@@ -859,7 +906,14 @@ impl<'p> SweepState<'p> {
         let value = rw.replace(value, &self.hoisted);
         // A value that varies along a vector index is computed inside the
         // vector loop, where that index is bound.
-        if is_leaf(rw, value) || reads_inout(rw, value) || rw.free(value) & self.vmask != 0 {
+        // Nor is a gather hoisted out of a vector loop that may run zero
+        // times: the kernel only evaluates it for existing elements.
+        let gathers_out_of_vector = self.vmask != 0 && has_gather(rw, value);
+        if is_leaf(rw, value)
+            || reads_inout(rw, value)
+            || rw.free(value) & self.vmask != 0
+            || gathers_out_of_vector
+        {
             return value;
         }
         let ty = rw.kernel.ty(value);
@@ -888,6 +942,12 @@ fn fill_branch(ops: &mut [Op], cond: Handle<Node>, then: Vec<Op>) {
     }
 }
 
+fn has_gather(rw: &Rewriter, h: Handle<Node>) -> bool {
+    crate::fuse::subtree(&rw.kernel, h).into_iter().any(|n| {
+        matches!(&rw.kernel.nodes[n], Node::Load { index, .. } if index.iter().any(|i| matches!(i, Index::Gather(_))))
+    })
+}
+
 fn is_leaf(rw: &Rewriter, h: Handle<Node>) -> bool {
     matches!(
         rw.kernel.nodes[h],
@@ -906,21 +966,13 @@ fn reads_inout(rw: &Rewriter, h: Handle<Node>) -> bool {
     })
 }
 
-/// A place that holds one accumulator component: a variable, or a scratch
-/// tensor over the statement's extra (vector) indices.
-#[derive(Clone)]
-enum Slot {
-    Var(VarId),
-    Array(TensorId, Vec<ExtentId>),
-}
-
 fn slot(
     rw: &mut Rewriter,
     state: &mut SweepState,
     stmt: &Stmt,
     name: &str,
     ty: ScalarType,
-) -> Slot {
+) -> StateSlot {
     let vec_idx: Vec<ExtentId> = stmt
         .indices
         .iter()
@@ -928,7 +980,7 @@ fn slot(
         .filter(|e| !state.rows.contains(e))
         .collect();
     if vec_idx.is_empty() {
-        return Slot::Var(state.program.var(name, ty));
+        return StateSlot::Var(state.program.var(name, ty));
     }
     rw.kernel.tensors.push(Tensor {
         name: name.to_string(),
@@ -937,58 +989,7 @@ fn slot(
         dims: vec_idx.iter().map(|e| Dim(Affine::var(*e))).collect(),
         pad: None,
     });
-    Slot::Array(TensorId(rw.kernel.tensors.len() as u32 - 1), vec_idx)
-}
-
-fn state_slot(s: &Slot) -> StateSlot {
-    match s {
-        Slot::Var(v) => StateSlot::Var(*v),
-        Slot::Array(t, idx) => StateSlot::Array(*t, idx.clone()),
-    }
-}
-
-fn read(rw: &mut Rewriter, s: &Slot, ty: ScalarType) -> Handle<Node> {
-    match s {
-        Slot::Var(v) => rw.var(*v, ty),
-        Slot::Array(t, idx) => rw.add(
-            Node::Load {
-                tensor: *t,
-                index: idx.iter().map(|e| Index::Affine(Affine::var(*e))).collect(),
-            },
-            ty,
-        ),
-    }
-}
-
-fn write(s: &Slot, value: Handle<Node>) -> Op {
-    match s {
-        Slot::Var(v) => Op::Set { var: *v, value },
-        Slot::Array(t, idx) => Op::Store {
-            tensor: *t,
-            index: idx.clone(),
-            value,
-        },
-    }
-}
-
-/// Wraps ops that touch array slots in loops over the vector indices.
-fn over_vector(s: &Slot, ops: Vec<Op>) -> Vec<Op> {
-    match s {
-        Slot::Var(_) => ops,
-        Slot::Array(_, idx) => {
-            let mut ops = ops;
-            for &e in idx.iter().rev() {
-                ops = vec![Op::Loop {
-                    index: e,
-                    sweep: false,
-                    range: None,
-                    states: Vec::new(),
-                    body: ops,
-                }];
-            }
-            ops
-        }
-    }
+    StateSlot::Array(TensorId(rw.kernel.tensors.len() as u32 - 1), vec_idx)
 }
 
 fn identity(op: ReduceOp) -> f64 {
@@ -1022,7 +1023,10 @@ pub fn emit_accumulator(
     };
     let mut update = Vec::new();
     match acc.clone() {
-        Accumulator::Plain { op: ReduceOp::TopK(k), arg } => topk_state(rw, state, stmt, ty, k as usize, arg, update),
+        Accumulator::Plain {
+            op: ReduceOp::TopK(k),
+            arg,
+        } => topk_state(rw, state, stmt, ty, k as usize, arg, update),
         Accumulator::TopKRestricted { topk, ranked, kept } => {
             let (slots, n, ties) = state.topk[&topk].clone();
             let kth = rw.var(*slots.last().expect("k >= 1"), ty);
@@ -1053,21 +1057,30 @@ pub fn emit_accumulator(
             let tied = rw.select(some, tied, zero);
             add(rw, tied);
             let result = total.expect("k >= 1");
-            AccOps { init: Vec::new(), update, before_finish: Vec::new(), result }
+            AccOps {
+                init: Vec::new(),
+                update,
+                before_finish: Vec::new(),
+                result,
+            }
         }
         Accumulator::Plain { op, arg } => {
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
-            let online = matches!(s, Slot::Var(_))
+            let online = matches!(s, StateSlot::Var(_))
                 && op == ReduceOp::Max
                 && state.online_wanted.contains(&stmt.tensor);
             let arg = state.hoist(rw, &mut update, arg, &format!("{name}.arg"));
-            let init = over_vector(&s, vec![write(&s, rw.float(identity(op), ty))]);
+            let init = s.over(vec![s.write(rw.float(identity(op), ty))]);
             let law = match op {
                 ReduceOp::Max => Law::Max,
                 ReduceOp::Min => Law::Min,
                 _ => Law::Sum,
             };
-            let kind = if online { "running max" } else { reduce_word(op) };
+            let kind = if online {
+                "running max"
+            } else {
+                reduce_word(op)
+            };
             let at = state.record(format!("`{name}`: {kind}, combine {law:?}"), &[&s], law, ty);
             if online {
                 state.max_state.insert(stmt.tensor, at);
@@ -1075,7 +1088,7 @@ pub fn emit_accumulator(
                 // (rarely, after the first elements), a branch rescales every
                 // sum that depends on it and commits the new max; the common
                 // path costs one max and one compare.
-                let cur = read(rw, &s, ty);
+                let cur = s.read(rw, ty);
                 let new_max = rw.bin(BinOp::Max, cur, arg);
                 let new_max = state.hoist(rw, &mut update, new_max, &format!("{name}.new"));
                 let moved = rw.add(Node::Cmp(CmpOp::Ne, new_max, cur), ScalarType::Bool);
@@ -1097,15 +1110,15 @@ pub fn emit_accumulator(
                             var: rescale_var,
                             value: e,
                         }],
-                        commit: write(&s, new_max),
+                        commit: s.write(new_max),
                     },
                 );
             } else {
-                let cur = read(rw, &s, ty);
+                let cur = s.read(rw, ty);
                 let next = combine(rw, op, cur, arg);
-                update.extend(over_vector(&s, vec![write(&s, next)]));
+                update.extend(s.over(vec![s.write(next)]));
             }
-            let mut result = read(rw, &s, ty);
+            let mut result = s.read(rw, ty);
             if op == ReduceOp::Mean {
                 let n = rw.count(&axes, ty);
                 result = rw.bin(BinOp::Div, result, n);
@@ -1123,36 +1136,43 @@ pub fn emit_accumulator(
                 (o.current, o.rescale)
             };
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
-            let init = over_vector(&s, vec![write(&s, rw.float(0.0, ty))]);
+            let init = s.over(vec![s.write(rw.float(0.0, ty))]);
             let max_at = state.max_state[&max];
-            state.record(format!("`{name}`: sum rescaled to the running max"), &[&s], Law::OnlineSum { max: max_at }, ty);
+            state.record(
+                format!("`{name}`: sum rescaled to the running max"),
+                &[&s],
+                Law::OnlineSum { max: max_at },
+                ty,
+            );
             // In the branch where the max moved: S ← S·exp(old - new).
-            let cur = read(rw, &s, ty);
+            let cur = s.read(rw, ty);
             let scaled = rw.bin(BinOp::Mul, cur, rescale);
-            let rescale_ops = over_vector(&s, vec![write(&s, scaled)]);
+            let rescale_ops = s.over(vec![s.write(scaled)]);
             if let Some(o) = state.online.get_mut(&max) {
                 o.then.extend(rescale_ops);
             }
             // Then, with the max committed: S ← S + p·exp(q - max), and
-            // exp(q - max) = 0 while every value so far is -inf (not NaN).
+            // exp(q - max) is 0 for q = -inf, also when the max is still
+            // -inf (its limit, not the NaN of -inf - -inf); a finite q over a
+            // -inf max gives +inf, as the formula does.
             let q = state.hoist(rw, &mut update, q, &format!("{name}.q"));
             let neg_inf = rw.float(f64::NEG_INFINITY, ty);
-            let empty = rw.eq(current, neg_inf);
+            let empty = rw.eq(q, neg_inf);
             let zero = rw.float(0.0, ty);
             let shifted = rw.bin(BinOp::Sub, q, current);
             let e = rw.un(UnOp::Exp, shifted);
             let e = rw.select(empty, zero, e);
             let e = state.hoist(rw, &mut update, e, &format!("{name}.exp"));
             let p = rw.replace(p, &state.hoisted);
-            let cur = read(rw, &s, ty);
+            let cur = s.read(rw, ty);
             let term = if is_one(rw, p) {
                 e
             } else {
                 rw.bin(BinOp::Mul, p, e)
             };
             let next = rw.bin(BinOp::Add, cur, term);
-            update.extend(over_vector(&s, vec![write(&s, next)]));
-            let result = read(rw, &s, ty);
+            update.extend(s.over(vec![s.write(next)]));
+            let result = s.read(rw, ty);
             AccOps {
                 init,
                 update,
@@ -1165,14 +1185,26 @@ pub fn emit_accumulator(
         }
         Accumulator::Shift { op, g, c, negate } => {
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
-            let init = over_vector(&s, vec![write(&s, rw.float(identity(op), ty))]);
-            let law = if op == ReduceOp::Min { Law::Min } else { Law::Max };
-            state.record(format!("`{name}`: {} of the unshifted term, combine {law:?}", reduce_word(op)), &[&s], law, ty);
+            let init = s.over(vec![s.write(rw.float(identity(op), ty))]);
+            let law = if op == ReduceOp::Min {
+                Law::Min
+            } else {
+                Law::Max
+            };
+            state.record(
+                format!(
+                    "`{name}`: {} of the unshifted term, combine {law:?}",
+                    reduce_word(op)
+                ),
+                &[&s],
+                law,
+                ty,
+            );
             let g = state.hoist(rw, &mut update, g, &format!("{name}.arg"));
-            let cur = read(rw, &s, ty);
+            let cur = s.read(rw, ty);
             let next = combine(rw, op, cur, g);
-            update.extend(over_vector(&s, vec![write(&s, next)]));
-            let acc = read(rw, &s, ty);
+            update.extend(s.over(vec![s.write(next)]));
+            let acc = s.read(rw, ty);
             let shifted = rw.bin(if negate { BinOp::Sub } else { BinOp::Add }, acc, c);
             let result = guard_empty(rw, &axes, identity(op), shifted);
             AccOps {
@@ -1184,13 +1216,18 @@ pub fn emit_accumulator(
         }
         Accumulator::Linear { op, a, g, c } => {
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
-            let init = over_vector(&s, vec![write(&s, rw.float(0.0, ty))]);
-            state.record(format!("`{name}`: sum of the varying term, combine Sum"), &[&s], Law::Sum, ty);
+            let init = s.over(vec![s.write(rw.float(0.0, ty))]);
+            state.record(
+                format!("`{name}`: sum of the varying term, combine Sum"),
+                &[&s],
+                Law::Sum,
+                ty,
+            );
             let g = state.hoist(rw, &mut update, g, &format!("{name}.arg"));
-            let cur = read(rw, &s, ty);
+            let cur = s.read(rw, ty);
             let next = rw.bin(BinOp::Add, cur, g);
-            update.extend(over_vector(&s, vec![write(&s, next)]));
-            let acc = read(rw, &s, ty);
+            update.extend(s.over(vec![s.write(next)]));
+            let acc = s.read(rw, ty);
             let n = rw.count(&axes, ty);
             let result = if op == ReduceOp::Mean {
                 let mean = rw.bin(BinOp::Div, acc, n);
@@ -1234,7 +1271,11 @@ fn welford(
     let d = state.program.var(format!("{name}.delta"), ty);
     let at = state.record(
         format!("`{name}`: Welford (N, mean, M2)"),
-        &[&Slot::Var(n), &Slot::Var(mean), &Slot::Var(m2)],
+        &[
+            &StateSlot::Var(n),
+            &StateSlot::Var(mean),
+            &StateSlot::Var(m2),
+        ],
         Law::Welford,
         ty,
     );
@@ -1371,7 +1412,9 @@ fn topk_state(
     mut update: Vec<Op>,
 ) -> AccOps {
     let name = rw.kernel.tensor(stmt.tensor).name.clone();
-    let slots: Vec<VarId> = (0..k).map(|j| state.program.var(format!("{name}.top{j}"), ty)).collect();
+    let slots: Vec<VarId> = (0..k)
+        .map(|j| state.program.var(format!("{name}.top{j}"), ty))
+        .collect();
     let n = state.program.var(format!("{name}.n"), ty);
     let ties = state.program.var(format!("{name}.ties"), ty);
     let carry = state.program.var(format!("{name}.carry"), ty);
@@ -1380,32 +1423,67 @@ fn topk_state(
     let neg_inf = rw.float(f64::NEG_INFINITY, ty);
     let zero = rw.float(0.0, ty);
     let one = rw.float(1.0, ty);
-    let mut init: Vec<Op> = slots.iter().map(|&v| Op::Set { var: v, value: neg_inf }).collect();
-    init.push(Op::Set { var: n, value: zero });
-    init.push(Op::Set { var: ties, value: zero });
-    let mut parts: Vec<Slot> = slots.iter().map(|v| Slot::Var(*v)).collect();
-    parts.push(Slot::Var(n));
-    parts.push(Slot::Var(ties));
-    let refs: Vec<&Slot> = parts.iter().collect();
-    state.record(format!("`{name}`: the {k} largest values, count and ties (no combine)"), &refs, Law::None, ty);
+    let mut init: Vec<Op> = slots
+        .iter()
+        .map(|&v| Op::Set {
+            var: v,
+            value: neg_inf,
+        })
+        .collect();
+    init.push(Op::Set {
+        var: n,
+        value: zero,
+    });
+    init.push(Op::Set {
+        var: ties,
+        value: zero,
+    });
+    let mut parts: Vec<StateSlot> = slots.iter().map(|v| StateSlot::Var(*v)).collect();
+    parts.push(StateSlot::Var(n));
+    parts.push(StateSlot::Var(ties));
+    let refs: Vec<&StateSlot> = parts.iter().collect();
+    state.record(
+        format!("`{name}`: the {k} largest values, count and ties (no combine)"),
+        &refs,
+        Law::None,
+        ty,
+    );
     let x = state.hoist(rw, &mut update, arg, &format!("{name}.arg"));
     let last = *slots.last().expect("k >= 1");
     let last_v = rw.var(last, ty);
-    update.push(Op::Set { var: old_kth, value: last_v });
-    update.push(Op::Set { var: carry, value: x });
+    update.push(Op::Set {
+        var: old_kth,
+        value: last_v,
+    });
+    update.push(Op::Set {
+        var: carry,
+        value: x,
+    });
     let carry_v = rw.var(carry, ty);
     let hi_v = rw.var(hi, ty);
     for &slot_var in &slots {
         let a = rw.var(slot_var, ty);
         let big = rw.bin(BinOp::Max, a, carry_v);
         let small = rw.bin(BinOp::Min, a, carry_v);
-        update.push(Op::Set { var: hi, value: big });
-        update.push(Op::Set { var: carry, value: small });
-        update.push(Op::Set { var: slot_var, value: hi_v });
+        update.push(Op::Set {
+            var: hi,
+            value: big,
+        });
+        update.push(Op::Set {
+            var: carry,
+            value: small,
+        });
+        update.push(Op::Set {
+            var: slot_var,
+            value: hi_v,
+        });
     }
     let n_v = rw.var(n, ty);
     let n_next = rw.bin(BinOp::Add, n_v, one);
-    update.push(Op::Set { var: n, value: n_next });
+    update.push(Op::Set {
+        var: n,
+        value: n_next,
+    });
     // Once a real value is pushed out (n > k): ties' = [evicted == kth'] + [kth == kth']·ties.
     let k_f = rw.float(k as f64, ty);
     let full = rw.add(Node::Cmp(CmpOp::Gt, n_v, k_f), ScalarType::Bool);
@@ -1417,9 +1495,17 @@ fn topk_state(
     let kept_ties = rw.select(same, ties_v, zero);
     let sum = rw.bin(BinOp::Add, one_if, kept_ties);
     let next = rw.select(full, sum, zero);
-    update.push(Op::Set { var: ties, value: next });
+    update.push(Op::Set {
+        var: ties,
+        value: next,
+    });
     state.topk.insert(stmt.tensor, (slots, n, ties));
-    AccOps { init, update, before_finish: Vec::new(), result: last_v }
+    AccOps {
+        init,
+        update,
+        before_finish: Vec::new(),
+        result: last_v,
+    }
 }
 
 /// Cody–Waite split of ln 2 in three parts whose products with an integer
@@ -1453,10 +1539,15 @@ fn two_pass(
     let name = rw.kernel.tensor(stmt.tensor).name.clone();
     let s = slot(rw, state, stmt, &format!("{name}.mant"), ty);
     let e_var = state.program.var(format!("{name}.exp"), ty);
-    state.record(format!("`{name}`: (mantissa, exponent) pairs"), &[&s, &Slot::Var(e_var)], Law::TwoPass, ty);
+    state.record(
+        format!("`{name}`: (mantissa, exponent) pairs"),
+        &[&s, &StateSlot::Var(e_var)],
+        Law::TwoPass,
+        ty,
+    );
     let zero = rw.float(0.0, ty);
     let neg_inf = rw.float(f64::NEG_INFINITY, ty);
-    let mut init = over_vector(&s, vec![write(&s, zero)]);
+    let mut init = s.over(vec![s.write(zero)]);
     init.push(Op::Set {
         var: e_var,
         value: neg_inf,
@@ -1464,9 +1555,18 @@ fn two_pass(
     let q = state.hoist(rw, &mut update, q, &format!("{name}.q"));
     let log2e = rw.float(std::f64::consts::LOG2_E, ty);
     let scaled = rw.bin(BinOp::Mul, q, log2e);
-    let k = rw.un(UnOp::Round, scaled);
-    let k = state.hoist(rw, &mut update, k, &format!("{name}.k"));
+    let k_raw = rw.un(UnOp::Round, scaled);
+    let k_raw = state.hoist(rw, &mut update, k_raw, &format!("{name}.k.raw"));
     let e_cur = rw.var(e_var, ty);
+    // An infinite q keeps k finite (so q - k·ln 2 is not inf - inf): +inf
+    // uses k = 0 (μ = inf), -inf keeps E (μ = 0); NaN flows through μ.
+    let fin = finite(rw, k_raw);
+    let neg_inf_c = rw.float(f64::NEG_INFINITY, ty);
+    let neg_inf_k = rw.eq(k_raw, neg_inf_c);
+    let zero_k = rw.float(0.0, ty);
+    let other = rw.select(neg_inf_k, e_cur, zero_k);
+    let k = rw.select(fin, k_raw, other);
+    let k = state.hoist(rw, &mut update, k, &format!("{name}.k"));
     let e_new = rw.bin(BinOp::Max, e_cur, k);
     let e_new = state.hoist(rw, &mut update, e_new, &format!("{name}.exp.new"));
     // S·2^(E - E'), exactly S while E does not move (also for E = -inf).
@@ -1486,7 +1586,7 @@ fn two_pass(
     let term = rw.select(is_empty, zero, term);
     let term = state.hoist(rw, &mut update, term, &format!("{name}.term"));
     let p = rw.replace(p, &state.hoisted);
-    let cur = read(rw, &s, ty);
+    let cur = s.read(rw, ty);
     let scaled_cur = rw.bin(BinOp::Mul, cur, rescale);
     let add = if is_one(rw, p) {
         term
@@ -1494,16 +1594,21 @@ fn two_pass(
         rw.bin(BinOp::Mul, p, term)
     };
     let next = rw.bin(BinOp::Add, scaled_cur, add);
-    update.extend(over_vector(&s, vec![write(&s, next)]));
+    update.extend(s.over(vec![s.write(next)]));
     state.end.push(Op::Set {
         var: e_var,
         value: e_new,
     });
     // Finish: S·2^E·exp(-m) = S·2^(E - k_m)·exp(-(m - k_m·ln 2)), each factor in range.
-    let mant = read(rw, &s, ty);
+    let mant = s.read(rw, ty);
     let m_scaled = rw.bin(BinOp::Mul, shift, log2e);
-    let km = rw.un(UnOp::Round, m_scaled);
-    let rm = reduce_ln2(rw, shift, km, ty);
+    let km_raw = rw.un(UnOp::Round, m_scaled);
+    // A non-finite shift is applied as exp(-m) directly (0, inf or NaN).
+    let fin_m = finite(rw, km_raw);
+    let zero_km = rw.float(0.0, ty);
+    let km = rw.select(fin_m, km_raw, zero_km);
+    let rm_finite = reduce_ln2(rw, shift, km, ty);
+    let rm = rw.select(fin_m, rm_finite, shift);
     let neg_rm = rw.un(UnOp::Neg, rm);
     let em = rw.un(UnOp::Exp, neg_rm);
     let e_final = rw.var(e_var, ty);
@@ -1519,6 +1624,14 @@ fn two_pass(
         before_finish: Vec::new(),
         result,
     }
+}
+
+/// `x - x == 0`: false for infinities and NaN.
+fn finite(rw: &mut Rewriter, x: Handle<Node>) -> Handle<Node> {
+    let ty = rw.kernel.ty(x);
+    let d = rw.bin(BinOp::Sub, x, x);
+    let zero = rw.float(0.0, ty);
+    rw.eq(d, zero)
 }
 
 /// `tensor[indices] = value` inside loops over the indices that are not rows.

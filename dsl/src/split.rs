@@ -22,7 +22,12 @@ pub fn split_sweeps(rw: &mut Rewriter, program: &mut Program, at: Handle<Node>) 
     n
 }
 
-fn split_ops(rw: &mut Rewriter, program: &mut Program, ops: &mut Vec<Op>, at: Handle<Node>) -> usize {
+fn split_ops(
+    rw: &mut Rewriter,
+    program: &mut Program,
+    ops: &mut Vec<Op>,
+    at: Handle<Node>,
+) -> usize {
     let mut count = 0;
     let mut i = 0;
     while i < ops.len() {
@@ -39,7 +44,15 @@ fn split_ops(rw: &mut Rewriter, program: &mut Program, ops: &mut Vec<Op>, at: Ha
             i += 1;
             continue;
         }
-        let Op::Loop { index, states, body, .. } = ops[i].clone() else { unreachable!("checked above") };
+        let Op::Loop {
+            index,
+            states,
+            body,
+            ..
+        } = ops[i].clone()
+        else {
+            unreachable!("checked above")
+        };
         let (twins, vars, tensors) = make_twins(rw, program, &states);
         let mut new_ops = init_twins(rw, &states, &twins);
         let len = rw.add(Node::ExtentLen(index), ScalarType::I32);
@@ -55,7 +68,10 @@ fn split_ops(rw: &mut Rewriter, program: &mut Program, ops: &mut Vec<Op>, at: Ha
         let twin_states: Vec<AccState> = states
             .iter()
             .zip(&twins)
-            .map(|(s, t)| AccState { slots: t.clone(), ..s.clone() })
+            .map(|(s, t)| AccState {
+                slots: t.clone(),
+                ..s.clone()
+            })
             .collect();
         new_ops.push(Op::Loop {
             index,
@@ -73,7 +89,11 @@ fn split_ops(rw: &mut Rewriter, program: &mut Program, ops: &mut Vec<Op>, at: Ha
     count
 }
 
-type Twins = (Vec<Vec<StateSlot>>, HashMap<VarId, VarId>, HashMap<TensorId, TensorId>);
+type Twins = (
+    Vec<Vec<StateSlot>>,
+    HashMap<VarId, VarId>,
+    HashMap<TensorId, TensorId>,
+);
 
 fn make_twins(rw: &mut Rewriter, program: &mut Program, states: &[AccState]) -> Twins {
     let mut vars = HashMap::new();
@@ -104,10 +124,21 @@ fn make_twins(rw: &mut Rewriter, program: &mut Program, states: &[AccState]) -> 
     (twins, vars, tensors)
 }
 
-fn rename_ops(rw: &mut Rewriter, ops: &[Op], vars: &HashMap<VarId, VarId>, tensors: &HashMap<TensorId, TensorId>) -> Vec<Op> {
+fn rename_ops(
+    rw: &mut Rewriter,
+    ops: &[Op],
+    vars: &HashMap<VarId, VarId>,
+    tensors: &HashMap<TensorId, TensorId>,
+) -> Vec<Op> {
     ops.iter()
         .map(|op| match op {
-            Op::Loop { index, sweep, range, states, body } => Op::Loop {
+            Op::Loop {
+                index,
+                sweep,
+                range,
+                states,
+                body,
+            } => Op::Loop {
                 index: *index,
                 sweep: *sweep,
                 range: *range,
@@ -122,53 +153,17 @@ fn rename_ops(rw: &mut Rewriter, ops: &[Op], vars: &HashMap<VarId, VarId>, tenso
                 var: *vars.get(var).unwrap_or(var),
                 value: rw.rename(*value, vars, tensors),
             },
-            Op::Store { tensor, index, value } => Op::Store {
+            Op::Store {
+                tensor,
+                index,
+                value,
+            } => Op::Store {
                 tensor: *tensors.get(tensor).unwrap_or(tensor),
                 index: index.clone(),
                 value: rw.rename(*value, vars, tensors),
             },
         })
         .collect()
-}
-
-fn read(rw: &mut Rewriter, slot: &StateSlot, ty: ScalarType) -> Handle<Node> {
-    match slot {
-        StateSlot::Var(v) => rw.var(*v, ty),
-        StateSlot::Array(t, idx) => rw.add(
-            Node::Load {
-                tensor: *t,
-                index: idx.iter().map(|e| Index::Affine(Affine::var(*e))).collect(),
-            },
-            ty,
-        ),
-    }
-}
-
-fn write(slot: &StateSlot, value: Handle<Node>) -> Op {
-    match slot {
-        StateSlot::Var(v) => Op::Set { var: *v, value },
-        StateSlot::Array(t, idx) => Op::Store {
-            tensor: *t,
-            index: idx.clone(),
-            value,
-        },
-    }
-}
-
-/// Wraps ops in loops over the vector indices of `slot` (none for a variable).
-fn over(slot: &StateSlot, ops: Vec<Op>) -> Vec<Op> {
-    let StateSlot::Array(_, idx) = slot else { return ops };
-    let mut ops = ops;
-    for &e in idx.iter().rev() {
-        ops = vec![Op::Loop {
-            index: e,
-            sweep: false,
-            range: None,
-            states: Vec::new(),
-            body: ops,
-        }];
-    }
-    ops
 }
 
 /// The identity of each twin state.
@@ -183,7 +178,7 @@ fn init_twins(rw: &mut Rewriter, states: &[AccState], twins: &[Vec<StateSlot>]) 
                 _ => 0.0,
             };
             let c = rw.float(v, ty);
-            ops.extend(over(slot, vec![write(slot, c)]));
+            ops.extend(slot.over(vec![slot.write(c)]));
         }
     }
     ops
@@ -191,7 +186,12 @@ fn init_twins(rw: &mut Rewriter, states: &[AccState], twins: &[Vec<StateSlot>]) 
 
 /// `self ⊕= twin` for every state, dependents before the maxes they rescale
 /// against (they read both maxes before those merge).
-pub fn combine_ops(rw: &mut Rewriter, program: &mut Program, states: &[AccState], twins: &[Vec<StateSlot>]) -> Vec<Op> {
+pub fn combine_ops(
+    rw: &mut Rewriter,
+    program: &mut Program,
+    states: &[AccState],
+    twins: &[Vec<StateSlot>],
+) -> Vec<Op> {
     let mut ops = Vec::new();
     for (st, tw) in states.iter().zip(twins).rev() {
         let ty = st.ty;
@@ -211,37 +211,37 @@ pub fn combine_ops(rw: &mut Rewriter, program: &mut Program, states: &[AccState]
                     _ => BinOp::Min,
                 };
                 for (a, b) in st.slots.iter().zip(tw) {
-                    let (x, y) = (read(rw, a, ty), read(rw, b, ty));
+                    let (x, y) = (a.read(rw, ty), b.read(rw, ty));
                     let v = rw.bin(op, x, y);
-                    ops.extend(over(a, vec![write(a, v)]));
+                    ops.extend(a.over(vec![a.write(v)]));
                 }
             }
             Law::OnlineSum { max } => {
-                let ma = read(rw, &states[max].slots[0], ty);
-                let mb = read(rw, &twins[max][0], ty);
+                let ma = states[max].slots[0].read(rw, ty);
+                let mb = twins[max][0].read(rw, ty);
                 let m = rw.bin(BinOp::Max, ma, mb);
                 let fa = factor(rw, ma, m, UnOp::Exp);
                 let fb = factor(rw, mb, m, UnOp::Exp);
                 let (a, b) = (&st.slots[0], &tw[0]);
-                let (x, y) = (read(rw, a, ty), read(rw, b, ty));
+                let (x, y) = (a.read(rw, ty), b.read(rw, ty));
                 let xa = rw.bin(BinOp::Mul, x, fa);
                 let yb = rw.bin(BinOp::Mul, y, fb);
                 let v = rw.bin(BinOp::Add, xa, yb);
-                ops.extend(over(a, vec![write(a, v)]));
+                ops.extend(a.over(vec![a.write(v)]));
             }
             Law::TwoPass => {
-                let ea = read(rw, &st.slots[1], ty);
-                let eb = read(rw, &tw[1], ty);
+                let ea = st.slots[1].read(rw, ty);
+                let eb = tw[1].read(rw, ty);
                 let e = rw.bin(BinOp::Max, ea, eb);
                 let fa = factor(rw, ea, e, UnOp::Exp2);
                 let fb = factor(rw, eb, e, UnOp::Exp2);
                 let (a, b) = (&st.slots[0], &tw[0]);
-                let (x, y) = (read(rw, a, ty), read(rw, b, ty));
+                let (x, y) = (a.read(rw, ty), b.read(rw, ty));
                 let xa = rw.bin(BinOp::Mul, x, fa);
                 let yb = rw.bin(BinOp::Mul, y, fb);
                 let v = rw.bin(BinOp::Add, xa, yb);
-                ops.extend(over(a, vec![write(a, v)]));
-                ops.push(write(&st.slots[1], e));
+                ops.extend(a.over(vec![a.write(v)]));
+                ops.push(st.slots[1].write(e));
             }
             Law::Welford => ops.extend(chan(rw, program, st, tw)),
             Law::None => {}
@@ -253,8 +253,12 @@ pub fn combine_ops(rw: &mut Rewriter, program: &mut Program, states: &[AccState]
 /// Chan's merge of Welford states `(N, mean, M2[, max |g|])`.
 fn chan(rw: &mut Rewriter, program: &mut Program, st: &AccState, tw: &[StateSlot]) -> Vec<Op> {
     let ty = st.ty;
-    let r = |rw: &mut Rewriter, s: &StateSlot| read(rw, s, ty);
-    let (na, ma, qa) = (r(rw, &st.slots[0]), r(rw, &st.slots[1]), r(rw, &st.slots[2]));
+    let r = |rw: &mut Rewriter, s: &StateSlot| s.read(rw, ty);
+    let (na, ma, qa) = (
+        r(rw, &st.slots[0]),
+        r(rw, &st.slots[1]),
+        r(rw, &st.slots[2]),
+    );
     let (nb, mb, qb) = (r(rw, &tw[0]), r(rw, &tw[1]), r(rw, &tw[2]));
     let n = rw.bin(BinOp::Add, na, nb);
     let delta = rw.bin(BinOp::Sub, mb, ma);
@@ -276,20 +280,31 @@ fn chan(rw: &mut Rewriter, program: &mut Program, st: &AccState, tw: &[StateSlot
     let q = rw.select(a_empty, qb, q);
     let q = rw.select(b_empty, qa, q);
     // Compute everything into temporaries before writing the state.
-    let tmp: Vec<VarId> = (0..3).map(|k| program.var(format!("merge{k}"), ty)).collect();
+    let tmp: Vec<VarId> = (0..3)
+        .map(|k| program.var(format!("merge{k}"), ty))
+        .collect();
     let mut ops = vec![
-        Op::Set { var: tmp[0], value: n },
-        Op::Set { var: tmp[1], value: mean },
-        Op::Set { var: tmp[2], value: q },
+        Op::Set {
+            var: tmp[0],
+            value: n,
+        },
+        Op::Set {
+            var: tmp[1],
+            value: mean,
+        },
+        Op::Set {
+            var: tmp[2],
+            value: q,
+        },
     ];
     for (k, slot) in st.slots.iter().take(3).enumerate() {
         let v = rw.var(tmp[k], ty);
-        ops.push(write(slot, v));
+        ops.push(slot.write(v));
     }
     if let (Some(a), Some(b)) = (st.slots.get(3), tw.get(3)) {
         let (x, y) = (r(rw, a), r(rw, b));
         let v = rw.bin(BinOp::Max, x, y);
-        ops.push(write(a, v));
+        ops.push(a.write(v));
     }
     ops
 }

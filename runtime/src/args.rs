@@ -201,7 +201,11 @@ impl<'a> Frame<'a> {
     pub fn fork(&self, kernel: &Kernel, rows: [i64; 2]) -> Result<Frame<'a>, CallError> {
         let mut layouts = Vec::with_capacity(kernel.tensors.len());
         for t in &kernel.tensors {
-            layouts.push(Layout::compute(t, &self.extents).ok_or_else(|| CallError::TooLarge { name: t.name.clone() })?);
+            layouts.push(
+                Layout::compute(t, &self.extents).ok_or_else(|| CallError::TooLarge {
+                    name: t.name.clone(),
+                })?,
+            );
         }
         let mut tensors = self.tensors.clone();
         let temps = alloc_temps(kernel, &layouts, &mut tensors)?;
@@ -217,7 +221,11 @@ impl<'a> Frame<'a> {
 }
 
 /// Allocates zeroed scratch for every temporary and points `tensors` at it.
-fn alloc_temps(kernel: &Kernel, layouts: &[Layout], tensors: &mut [*mut u8]) -> Result<Vec<Vec<u64>>, CallError> {
+fn alloc_temps(
+    kernel: &Kernel,
+    layouts: &[Layout],
+    tensors: &mut [*mut u8],
+) -> Result<Vec<Vec<u64>>, CallError> {
     let mut temps = Vec::new();
     for (t, tensor) in kernel.tensors.iter().enumerate() {
         if tensor.kind != TensorKind::Temp {

@@ -26,7 +26,9 @@ pub struct KernelCache {
 
 impl std::fmt::Debug for KernelCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KernelCache").field("entries", &self.len()).finish()
+        f.debug_struct("KernelCache")
+            .field("entries", &self.len())
+            .finish()
     }
 }
 
@@ -38,7 +40,12 @@ pub fn cache() -> &'static KernelCache {
 
 /// The cache key of a plan for the host.
 pub fn cache_key(plan: &Plan) -> String {
-    format!("{CRANELIFT}\n{}\n{}\n{}", host_fingerprint(), plan.kernel, plan.program_text())
+    format!(
+        "{CRANELIFT}\n{}\n{}\n{}",
+        host_fingerprint(),
+        plan.kernel,
+        plan.program_text()
+    )
 }
 
 fn host_fingerprint() -> &'static str {

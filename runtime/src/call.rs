@@ -139,7 +139,12 @@ impl JitCode {
                 scope.spawn(move |_| {
                     let s = self.invoke(f.frame());
                     if s != 0 {
-                        let _ = status.compare_exchange(0, s, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
+                        let _ = status.compare_exchange(
+                            0,
+                            s,
+                            std::sync::atomic::Ordering::Relaxed,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                     }
                 });
             }

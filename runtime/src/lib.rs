@@ -96,7 +96,12 @@ impl CompiledKernel {
     /// rayon pool (see [`Plan::row_extent`]; a kernel without independent
     /// rows runs on one thread). Each row is computed by one thread exactly
     /// as on one thread, so results are identical for every thread count.
-    pub fn call_threads(&self, args: Vec<Arg<'_>>, params: &[f64], threads: usize) -> Result<(), CallError> {
+    pub fn call_threads(
+        &self,
+        args: Vec<Arg<'_>>,
+        params: &[f64],
+        threads: usize,
+    ) -> Result<(), CallError> {
         self.run_threads(args, &[], params, threads)
     }
 

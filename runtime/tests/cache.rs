@@ -17,11 +17,21 @@ fn plan(scale: usize) -> passfold_dsl::Plan {
 #[test]
 fn same_plan_same_kernel() {
     let cache = KernelCache::default();
-    let (a, b) = (cache.get_or_compile(&plan(1)).unwrap(), cache.get_or_compile(&plan(1)).unwrap());
+    let (a, b) = (
+        cache.get_or_compile(&plan(1)).unwrap(),
+        cache.get_or_compile(&plan(1)).unwrap(),
+    );
     assert!(Arc::ptr_eq(&a, &b));
     let c = cache.get_or_compile(&plan(2)).unwrap();
     assert!(!Arc::ptr_eq(&a, &c));
-    let unfused = common::plan_with(&plan_src(), &LowerOptions::default(), PlanOptions { unfused: true, ..Default::default() });
+    let unfused = common::plan_with(
+        &plan_src(),
+        &LowerOptions::default(),
+        PlanOptions {
+            unfused: true,
+            ..Default::default()
+        },
+    );
     let d = cache.get_or_compile(&unfused).unwrap();
     assert!(!Arc::ptr_eq(&a, &d), "plan choices are part of the key");
 }
@@ -41,7 +51,8 @@ fn concurrent_compiles_and_calls_from_eight_threads() {
                     let k = cache.get_or_compile(&plan(round % 3)).unwrap();
                     let x: Vec<f32> = (0..64).map(|v| (v * (t + 1)) as f32 * 0.01).collect();
                     let mut y = vec![0.0f32; 4];
-                    k.call(vec![Arg::new(&x, &[4, 16]), Arg::new(&mut y, &[4])], &[]).unwrap();
+                    k.call(vec![Arg::new(&x, &[4, 16]), Arg::new(&mut y, &[4])], &[])
+                        .unwrap();
                     assert!(y.iter().all(|v| v.is_finite()));
                 }
             })
@@ -54,7 +65,11 @@ fn concurrent_compiles_and_calls_from_eight_threads() {
 
 fn resident_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -72,6 +87,13 @@ fn compiling_and_dropping_ten_thousand_kernels_keeps_memory_flat() {
     }
     let after = resident_bytes();
     let growth = after.saturating_sub(before);
-    assert!(growth < 16 << 20, "resident memory grew by {growth} bytes over 10,000 compile/drop cycles");
-    assert!(cache.len() <= 65, "dead keys are pruned ({} held)", cache.len());
+    assert!(
+        growth < 16 << 20,
+        "resident memory grew by {growth} bytes over 10,000 compile/drop cycles"
+    );
+    assert!(
+        cache.len() <= 65,
+        "dead keys are pruned ({} held)",
+        cache.len()
+    );
 }

@@ -56,7 +56,12 @@ impl<T: Copy> Guarded<T> {
         let base = base as *mut u8;
         let (guard, data) = match side {
             // SAFETY (both arms): offsets stay inside the mapping of `map_len` bytes.
-            Side::End => unsafe { (base.add(data_pages * page), base.add(data_pages * page - bytes)) },
+            Side::End => unsafe {
+                (
+                    base.add(data_pages * page),
+                    base.add(data_pages * page - bytes),
+                )
+            },
             Side::Start => unsafe { (base, base.add(page)) },
         };
         // SAFETY: `guard` is page-aligned and one page lies inside the mapping.
@@ -66,7 +71,12 @@ impl<T: Copy> Guarded<T> {
         assert_eq!(data as usize % std::mem::align_of::<T>(), 0);
         // SAFETY: `data` points to `len` writable, aligned elements of the mapping.
         unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), data, len) };
-        Guarded { base, map_len, data, len }
+        Guarded {
+            base,
+            map_len,
+            data,
+            len,
+        }
     }
 
     fn slice(&mut self) -> &mut [T] {
@@ -101,9 +111,19 @@ fn catalogue_never_touches_memory_outside_its_buffers() {
         }
         let src = std::fs::read_to_string(&path).unwrap();
         for float in [None, Some(ScalarType::F64)] {
-            let opts = LowerOptions { float, ..LowerOptions::default() };
+            let opts = LowerOptions {
+                float,
+                ..LowerOptions::default()
+            };
             for unfused in [false, true] {
-                let plan = common::plan_with(&src, &opts, PlanOptions { unfused, ..PlanOptions::default() });
+                let plan = common::plan_with(
+                    &src,
+                    &opts,
+                    PlanOptions {
+                        unfused,
+                        ..PlanOptions::default()
+                    },
+                );
                 let jit = compile(&plan).unwrap();
                 let kernel = jit.kernel().clone();
                 let reduced = passfold_dsl::rules::reduced_mask(&kernel);
@@ -112,7 +132,13 @@ fn catalogue_never_touches_memory_outside_its_buffers() {
                     for side in [Side::End, Side::Start] {
                         // Reduced extents take the swept length, others stay small.
                         let extents: Vec<i64> = (0..kernel.extents.len())
-                            .map(|e| if reduced == 0 || reduced & (1 << e) != 0 { n } else { 2 })
+                            .map(|e| {
+                                if reduced == 0 || reduced & (1 << e) != 0 {
+                                    n
+                                } else {
+                                    2
+                                }
+                            })
                             .collect();
                         let mut rng = common::Rng::new(n as u64 + 7);
                         let mut bufs = Vec::new();
@@ -121,18 +147,26 @@ fn catalogue_never_touches_memory_outside_its_buffers() {
                             let t = kernel.tensor(id);
                             let shape = passfold_dsl::shape_of(t, &extents).unwrap();
                             let count: usize = shape.iter().product();
-                            let bound = passfold_dsl::gather_limit(&kernel, id, &extents).unwrap_or(1).max(1) as u64;
+                            let bound = passfold_dsl::gather_limit(&kernel, id, &extents)
+                                .unwrap_or(1)
+                                .max(1) as u64;
                             bufs.push(match t.ty {
                                 ScalarType::I32 => Buf::I32(Guarded::new(
-                                    &(0..count).map(|_| rng.below(bound) as i32).collect::<Vec<_>>(),
+                                    &(0..count)
+                                        .map(|_| rng.below(bound) as i32)
+                                        .collect::<Vec<_>>(),
                                     side,
                                 )),
                                 ScalarType::F64 => Buf::F64(Guarded::new(
-                                    &(0..count).map(|_| rng.uniform(-3.0, 3.0)).collect::<Vec<_>>(),
+                                    &(0..count)
+                                        .map(|_| rng.uniform(-3.0, 3.0))
+                                        .collect::<Vec<_>>(),
                                     side,
                                 )),
                                 _ => Buf::F32(Guarded::new(
-                                    &(0..count).map(|_| rng.uniform(-3.0, 3.0) as f32).collect::<Vec<_>>(),
+                                    &(0..count)
+                                        .map(|_| rng.uniform(-3.0, 3.0) as f32)
+                                        .collect::<Vec<_>>(),
                                     side,
                                 )),
                             });
@@ -148,7 +182,9 @@ fn catalogue_never_touches_memory_outside_its_buffers() {
                                 Buf::I32(g) => Arg::new(g.slice(), shape),
                             })
                             .collect();
-                        let params: Vec<f64> = (0..kernel.params.len()).map(|p| 0.5 + 0.25 * p as f64).collect();
+                        let params: Vec<f64> = (0..kernel.params.len())
+                            .map(|p| 0.5 + 0.25 * p as f64)
+                            .collect();
                         // A gather of an empty dimension is refused before or
                         // during the run; either way nothing may fault.
                         let _ = jit.call(args, &params);

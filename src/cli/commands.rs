@@ -68,7 +68,11 @@ pub fn plan_options(args: &KernelArgs, unfused: bool) -> PlanOptions {
     } else {
         Reload::Auto
     };
-    PlanOptions { unfused, exp_shift, reload }
+    PlanOptions {
+        unfused,
+        exp_shift,
+        reload,
+    }
 }
 
 /// `DSL_DUMP=kernel,plan` prints those stages to stderr (the debugger).

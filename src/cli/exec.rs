@@ -85,7 +85,13 @@ pub fn call(compiled: &Compiled, src: &str, args: &mut [HostTensor], params: &[f
 }
 
 /// [`call`] with rows split over `threads` threads.
-pub fn call_threads(compiled: &Compiled, src: &str, args: &mut [HostTensor], params: &[f64], threads: usize) -> Result<()> {
+pub fn call_threads(
+    compiled: &Compiled,
+    src: &str,
+    args: &mut [HostTensor],
+    params: &[f64],
+    threads: usize,
+) -> Result<()> {
     let kernel = compiled.kernel.kernel();
     let mut call_args = Vec::with_capacity(args.len());
     for (id, t) in kernel.arguments().zip(args.iter_mut()) {

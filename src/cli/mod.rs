@@ -8,6 +8,7 @@ pub mod bench;
 pub mod commands;
 pub mod exec;
 pub mod run;
+pub mod selftest;
 pub mod tensor;
 
 use anyhow::Result;
@@ -91,6 +92,19 @@ pub enum Command {
         #[arg(long)]
         interpret: bool,
     },
+    /// Generate random kernels and check the JIT, the fused and the unfused
+    /// plans against the f64 interpreter; print what was tried and found.
+    Selftest {
+        /// How many kernels (0: no limit; with --seconds 0 too, 1,000).
+        #[arg(long, default_value_t = 0)]
+        kernels: usize,
+        /// How long to run, in seconds (0: no limit).
+        #[arg(long, default_value_t = 0.0)]
+        seconds: f64,
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Compile a kernel, run it on generated data, print its IR, plan and timings.
     Bench {
         #[command(flatten)]
@@ -151,6 +165,11 @@ pub fn execute(command: Command) -> Result<bool> {
             outputs,
             interpret,
         } => run::run(&kernel, &inputs, &params, &outputs, interpret),
+        Command::Selftest {
+            kernels,
+            seconds,
+            seed,
+        } => selftest::selftest(kernels, seconds, seed),
         Command::Bench {
             kernel,
             sizes,

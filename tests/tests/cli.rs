@@ -249,16 +249,43 @@ fn plan_json_has_kernel_and_passes() {
 fn run_jit_matches_interpreter() {
     let dir = tempfile::tempdir().unwrap();
     let values: Vec<f32> = (0..24).map(|v| (v as f32 * 0.37).sin() * 5.0).collect();
-    let x = write(dir.path(), "x.npy", HostTensor { shape: vec![3, 8], data: Data::F32(values) });
-    let t = write(dir.path(), "t.npy", HostTensor { shape: vec![3], data: Data::I32(vec![0, 7, 3]) });
+    let x = write(
+        dir.path(),
+        "x.npy",
+        HostTensor {
+            shape: vec![3, 8],
+            data: Data::F32(values),
+        },
+    );
+    let t = write(
+        dir.path(),
+        "t.npy",
+        HostTensor {
+            shape: vec![3],
+            data: Data::I32(vec![0, 7, 3]),
+        },
+    );
     let (yj, yi) = (dir.path().join("yj.npy"), dir.path().join("yi.npy"));
     let k = kernel_path("cross_entropy");
     for (out, extra) in [(&yj, None), (&yi, Some("--interpret"))] {
-        let mut cmd = vec!["passfold".to_string(), "run".into(), k.clone(), "--input".into(), arg("x", &x), "--input".into(), arg("t", &t), "--output".into(), arg("y", out)];
+        let mut cmd = vec![
+            "passfold".to_string(),
+            "run".into(),
+            k.clone(),
+            "--input".into(),
+            arg("x", &x),
+            "--input".into(),
+            arg("t", &t),
+            "--output".into(),
+            arg("y", out),
+        ];
         cmd.extend(extra.map(String::from));
         assert!(run_args(cmd).unwrap());
     }
-    let (Data::F32(a), Data::F32(b)) = (HostTensor::read_npy(&yj).unwrap().data, HostTensor::read_npy(&yi).unwrap().data) else {
+    let (Data::F32(a), Data::F32(b)) = (
+        HostTensor::read_npy(&yj).unwrap().data,
+        HostTensor::read_npy(&yi).unwrap().data,
+    ) else {
         panic!("f32 outputs")
     };
     for (a, b) in a.iter().zip(&b) {

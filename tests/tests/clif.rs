@@ -4,16 +4,30 @@
 use passfold_dsl::{LowerOptions, PlanOptions};
 
 fn clif(name: &str, unfused: bool) -> String {
-    let src = passfold_kernels::get(name).expect("catalogue kernel").source;
+    let src = passfold_kernels::get(name)
+        .expect("catalogue kernel")
+        .source;
     let kernel = passfold_dsl::check(src, &LowerOptions::default()).expect("checks");
-    let plan = passfold_dsl::plan(&kernel, PlanOptions { unfused, ..Default::default() });
-    let isa = passfold_codegen::isa_for("x86_64-unknown-linux-gnu", false).expect("x86-64 is built in");
+    let plan = passfold_dsl::plan(
+        &kernel,
+        PlanOptions {
+            unfused,
+            ..Default::default()
+        },
+    );
+    let isa =
+        passfold_codegen::isa_for("x86_64-unknown-linux-gnu", false).expect("x86-64 is built in");
     passfold_codegen::clif_text(&plan, &*isa).expect("lowers")
 }
 
 #[test]
 fn clif_snapshots() {
-    for (name, unfused) in [("softmax", false), ("softmax", true), ("cross_entropy", false), ("attention_bias", false)] {
+    for (name, unfused) in [
+        ("softmax", false),
+        ("softmax", true),
+        ("cross_entropy", false),
+        ("attention_bias", false),
+    ] {
         let label = if unfused { "unfused" } else { "fused" };
         insta::assert_snapshot!(format!("clif_{name}_{label}"), clif(name, unfused));
     }
@@ -21,14 +35,23 @@ fn clif_snapshots() {
 
 #[test]
 fn every_catalogue_kernel_lowers_for_aarch64() {
-    let isa = passfold_codegen::isa_for("aarch64-unknown-linux-gnu", false).expect("aarch64 is built in");
+    let isa =
+        passfold_codegen::isa_for("aarch64-unknown-linux-gnu", false).expect("aarch64 is built in");
     for k in passfold_kernels::CATALOGUE {
         let kernel = passfold_dsl::check(k.source, &LowerOptions::default()).unwrap();
         for unfused in [false, true] {
-            let plan = passfold_dsl::plan(&kernel, PlanOptions { unfused, ..Default::default() });
-            let lowered = passfold_codegen::lower(&plan, &*isa).unwrap_or_else(|e| panic!("{}: {e}", k.name));
+            let plan = passfold_dsl::plan(
+                &kernel,
+                PlanOptions {
+                    unfused,
+                    ..Default::default()
+                },
+            );
+            let lowered =
+                passfold_codegen::lower(&plan, &*isa).unwrap_or_else(|e| panic!("{}: {e}", k.name));
             let mut ctx = cranelift_codegen::Context::for_function(lowered.func);
-            ctx.compile(&*isa, &mut Default::default()).unwrap_or_else(|e| panic!("{}: {e:?}", k.name));
+            ctx.compile(&*isa, &mut Default::default())
+                .unwrap_or_else(|e| panic!("{}: {e:?}", k.name));
         }
     }
 }

@@ -130,7 +130,12 @@ pub fn close(a: f64, b: f64, rtol: f64, atol: f64) -> bool {
 
 /// Runs compiled code on `f64`-valued arguments (converted to each tensor's
 /// type; outputs may be empty) and returns every argument after the call.
-pub fn run_jit(compiled: &passfold_runtime::CompiledKernel, extents: &[i64], args: Vec<Vec<f64>>, params: &[f64]) -> Vec<Vec<f64>> {
+pub fn run_jit(
+    compiled: &passfold_runtime::CompiledKernel,
+    extents: &[i64],
+    args: Vec<Vec<f64>>,
+    params: &[f64],
+) -> Vec<Vec<f64>> {
     enum Buf {
         F32(Vec<f32>),
         F64(Vec<f64>),
@@ -143,7 +148,11 @@ pub fn run_jit(compiled: &passfold_runtime::CompiledKernel, extents: &[i64], arg
         let t = kernel.tensor(id);
         let shape = passfold_dsl::shape_of(t, extents).expect("small sizes");
         let n: usize = shape.iter().product();
-        let values = if values.is_empty() { vec![0.0; n] } else { values };
+        let values = if values.is_empty() {
+            vec![0.0; n]
+        } else {
+            values
+        };
         bufs.push(match t.ty {
             ScalarType::F32 => Buf::F32(values.iter().map(|&v| v as f32).collect()),
             ScalarType::I32 => Buf::I32(values.iter().map(|&v| v as i32).collect()),

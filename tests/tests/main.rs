@@ -1,10 +1,13 @@
 //! passfold's integration tests: one test binary (matklad, "Delete Cargo
 //! Integration Tests"), one module per boundary.
 
+mod adversarial;
 mod cli;
 mod clif;
 mod common;
 mod diagnostics;
+mod fuzz_corpus;
 mod interp;
 mod ir_snapshots;
 mod planner;
+mod random_kernels;

@@ -86,7 +86,14 @@ fn catalogue_plans_agree_with_the_interpreter() {
             (ExpShift::Auto, Reload::Recompute),
         ];
         for (exp_shift, reload) in variants {
-            let p = plan(&kernel, PlanOptions { unfused: false, exp_shift, reload });
+            let p = plan(
+                &kernel,
+                PlanOptions {
+                    unfused: false,
+                    exp_shift,
+                    reload,
+                },
+            );
             for (n, rows) in [(0, 2), (1, 2), (5, 3), (17, 2)] {
                 let extents = sizes(&kernel, n, rows);
                 for (f, fill) in fills.iter().enumerate() {
@@ -132,9 +139,16 @@ fn catalogue_pass_counts() {
     }
     insta::assert_snapshot!("pass_counts", report);
     for entry in passfold_kernels::CATALOGUE {
-        let Some(target) = entry.target_passes else { continue };
+        let Some(target) = entry.target_passes else {
+            continue;
+        };
         let fused = plan(&check(entry.source), PlanOptions::default());
-        assert_eq!(fused.passes(), target, "{} does not reach its pass count:\n{fused}", entry.name);
+        assert_eq!(
+            fused.passes(),
+            target,
+            "{} does not reach its pass count:\n{fused}",
+            entry.name
+        );
     }
 }
 
@@ -285,7 +299,10 @@ fn both_exp_shift_forms_agree() {
 fn split_plan(p: &Plan, at: i64) -> (Plan, usize) {
     let mut rw = passfold_dsl::rules::Rewriter::new(&p.kernel);
     let mut program = p.program.clone();
-    let at = rw.add(passfold_dsl::Node::ConstInt(at), passfold_dsl::ScalarType::I32);
+    let at = rw.add(
+        passfold_dsl::Node::ConstInt(at),
+        passfold_dsl::ScalarType::I32,
+    );
     let n = passfold_dsl::split::split_sweeps(&mut rw, &mut program, at);
     let mut out = p.clone();
     out.kernel = rw.finish();
@@ -302,26 +319,69 @@ fn combine_laws_merge_split_sweeps() {
     for entry in passfold_kernels::CATALOGUE {
         let kernel = check(entry.source);
         for exp_shift in [ExpShift::RunningMax, ExpShift::TwoPass] {
-            let p = plan(&kernel, PlanOptions { unfused: false, exp_shift, ..Default::default() });
+            let p = plan(
+                &kernel,
+                PlanOptions {
+                    unfused: false,
+                    exp_shift,
+                    ..Default::default()
+                },
+            );
             for at in [0, 1, 3, 16] {
                 let (sp, n) = split_plan(&p, at);
                 split_any += n;
                 let compiled = passfold_runtime::compile(&sp).expect("split plans compile");
-                for fill in [Fill::Uniform(3.0), Fill::Special(f64::NEG_INFINITY), Fill::Special(f64::NAN)] {
+                for fill in [
+                    Fill::Uniform(3.0),
+                    Fill::Special(f64::NEG_INFINITY),
+                    Fill::Special(f64::NAN),
+                ] {
                     let extents = sizes(&kernel, 9, 2);
                     let args = random_args(&kernel, &extents, fill, at as u64);
                     let params = params_for(&kernel);
-                    let whole = interpret_program(&p.kernel, &p.program, &extents, args.clone(), &params, Precision::F64);
-                    let parts = interpret_program(&sp.kernel, &sp.program, &extents, args.clone(), &params, Precision::F64);
-                    let (Ok(whole), Ok(parts)) = (whole, parts) else { continue };
+                    let whole = interpret_program(
+                        &p.kernel,
+                        &p.program,
+                        &extents,
+                        args.clone(),
+                        &params,
+                        Precision::F64,
+                    );
+                    let parts = interpret_program(
+                        &sp.kernel,
+                        &sp.program,
+                        &extents,
+                        args.clone(),
+                        &params,
+                        Precision::F64,
+                    );
+                    let (Ok(whole), Ok(parts)) = (whole, parts) else {
+                        continue;
+                    };
                     for (x, y) in parts.iter().flatten().zip(whole.iter().flatten()) {
-                        assert!(close(*x, *y, 1e-9, 1e-12), "{} split at {at}: {x} vs {y}", entry.name);
+                        assert!(
+                            close(*x, *y, 1e-9, 1e-12),
+                            "{} split at {at}: {x} vs {y}",
+                            entry.name
+                        );
                     }
                     // Machine code of the split plan against its interpretation.
-                    let declared = interpret_program(&sp.kernel, &sp.program, &extents, args.clone(), &params, Precision::Declared).unwrap();
+                    let declared = interpret_program(
+                        &sp.kernel,
+                        &sp.program,
+                        &extents,
+                        args.clone(),
+                        &params,
+                        Precision::Declared,
+                    )
+                    .unwrap();
                     let got = crate::common::run_jit(&compiled, &extents, args, &params);
                     for (x, y) in got.iter().flatten().zip(declared.iter().flatten()) {
-                        assert!(close(*x, *y, 0.0, 0.0), "{} split at {at} (jit): {x} vs {y}", entry.name);
+                        assert!(
+                            close(*x, *y, 0.0, 0.0),
+                            "{} split at {at} (jit): {x} vs {y}",
+                            entry.name
+                        );
                     }
                 }
             }
