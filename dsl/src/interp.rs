@@ -84,17 +84,41 @@ pub fn interpret(
     params: &[f64],
     precision: Precision,
 ) -> Result<Vec<Vec<f64>>, InterpError> {
-    let arg_ids: Vec<TensorId> = kernel.arguments().collect();
+    run(
+        kernel,
+        extents,
+        args,
+        params,
+        precision,
+        0,
+        |cx, buffers| {
+            kernel
+                .stmts
+                .iter()
+                .try_for_each(|stmt| cx.statement(stmt, buffers))
+        },
+    )
+}
+
+/// Checks the call, allocates every tensor, runs `body`, and returns the
+/// argument buffers.
+fn run(
+    kernel: &Kernel,
+    extents: &[i64],
+    args: Vec<Vec<f64>>,
+    params: &[f64],
+    precision: Precision,
+    vars: usize,
+    body: impl FnOnce(&Interp, &mut [Vec<f64>]) -> Result<(), InterpError>,
+) -> Result<Vec<Vec<f64>>, InterpError> {
     check_arity("extents", kernel.extents.len(), extents.len())?;
-    check_arity("arguments", arg_ids.len(), args.len())?;
+    check_arity("arguments", kernel.arguments().count(), args.len())?;
     check_arity("parameters", kernel.params.len(), params.len())?;
-    for (e, &v) in kernel.extents.iter().zip(extents) {
-        if v < 0 {
-            return Err(InterpError::BadExtent {
-                extent: e.name.clone(),
-                value: v,
-            });
-        }
+    if let Some((e, &v)) = kernel.extents.iter().zip(extents).find(|(_, v)| **v < 0) {
+        return Err(InterpError::BadExtent {
+            extent: e.name.clone(),
+            value: v,
+        });
     }
     let (mut buffers, layouts) = setup(kernel, extents, args)?;
     let cx = Interp {
@@ -104,11 +128,9 @@ pub fn interpret(
         precision,
         layouts,
         env: vec![Cell::new(0); kernel.extents.len()],
-        vars: Vec::new(),
+        vars: vec![Cell::new(0.0); vars],
     };
-    for stmt in &kernel.stmts {
-        cx.statement(stmt, &mut buffers)?;
-    }
+    body(&cx, &mut buffers)?;
     Ok(kernel
         .tensors
         .iter()
@@ -166,33 +188,15 @@ pub fn interpret_program(
     params: &[f64],
     precision: Precision,
 ) -> Result<Vec<Vec<f64>>, InterpError> {
-    check_arity("extents", kernel.extents.len(), extents.len())?;
-    check_arity("arguments", kernel.arguments().count(), args.len())?;
-    check_arity("parameters", kernel.params.len(), params.len())?;
-    if let Some((e, &v)) = kernel.extents.iter().zip(extents).find(|(_, v)| **v < 0) {
-        return Err(InterpError::BadExtent {
-            extent: e.name.clone(),
-            value: v,
-        });
-    }
-    let (mut buffers, layouts) = setup(kernel, extents, args)?;
-    let cx = Interp {
+    run(
         kernel,
         extents,
+        args,
         params,
         precision,
-        layouts,
-        env: vec![Cell::new(0); kernel.extents.len()],
-        vars: vec![Cell::new(0.0); program.vars.len()],
-    };
-    cx.ops(&program.body, &mut buffers)?;
-    Ok(kernel
-        .tensors
-        .iter()
-        .zip(buffers)
-        .filter(|(t, _)| t.kind != TensorKind::Temp)
-        .map(|(_, b)| b)
-        .collect())
+        program.vars.len(),
+        |cx, buffers| cx.ops(&program.body, buffers),
+    )
 }
 
 fn check_arity(what: &'static str, expected: usize, found: usize) -> Result<(), InterpError> {

@@ -21,6 +21,7 @@ mod call;
 mod error;
 mod helpers;
 mod jit;
+mod values;
 
 pub use args::{Arg, Data};
 pub use cache::{KernelCache, cache, cache_key};

@@ -47,7 +47,7 @@ use passfold_dsl::{
     Kernel, Layout, LowerOptions, Node, PlanOptions, Precision, ReduceOp, ScalarType, TensorKind,
     interpret, interpret_program,
 };
-use passfold_runtime::{Arg, CompiledKernel};
+use passfold_runtime::CompiledKernel;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -484,44 +484,5 @@ pub fn run_jit(
     args: &[Vec<f64>],
     params: &[f64],
 ) -> Result<Vec<Vec<f64>>, passfold_runtime::CallError> {
-    enum Buf {
-        F32(Vec<f32>),
-        F64(Vec<f64>),
-        I32(Vec<i32>),
-    }
-    let kernel = compiled.kernel();
-    let mut bufs: Vec<(Buf, Vec<usize>)> = Vec::new();
-    for (id, a) in kernel.arguments().zip(args) {
-        let t = kernel.tensor(id);
-        let shape = passfold_dsl::shape_of(t, extents).unwrap_or_default();
-        let n: usize = shape.iter().product();
-        let values: Vec<f64> = if a.is_empty() {
-            vec![0.0; n]
-        } else {
-            a.clone()
-        };
-        let buf = match t.ty {
-            ScalarType::F32 => Buf::F32(values.iter().map(|&v| v as f32).collect()),
-            ScalarType::F64 => Buf::F64(values),
-            _ => Buf::I32(values.iter().map(|&v| v as i32).collect()),
-        };
-        bufs.push((buf, shape));
-    }
-    let call_args: Vec<Arg<'_>> = bufs
-        .iter_mut()
-        .map(|(b, shape)| match b {
-            Buf::F32(v) => Arg::new(v, shape),
-            Buf::F64(v) => Arg::new(v, shape),
-            Buf::I32(v) => Arg::new(v, shape),
-        })
-        .collect();
-    compiled.call(call_args, params)?;
-    Ok(bufs
-        .iter()
-        .map(|(b, _)| match b {
-            Buf::F32(v) => v.iter().map(|&x| x as f64).collect(),
-            Buf::F64(v) => v.clone(),
-            Buf::I32(v) => v.iter().map(|&x| x as f64).collect(),
-        })
-        .collect())
+    compiled.call_f64(extents, args, params, 1)
 }

@@ -128,53 +128,15 @@ pub fn close(a: f64, b: f64, rtol: f64, atol: f64) -> bool {
     (a - b).abs() <= atol + rtol * b.abs()
 }
 
-/// Runs compiled code on `f64`-valued arguments (converted to each tensor's
-/// type; outputs may be empty) and returns every argument after the call.
+/// Runs compiled code on `f64`-valued arguments (outputs may be empty) and
+/// returns every argument after the call.
 pub fn run_jit(
     compiled: &passfold_runtime::CompiledKernel,
     extents: &[i64],
     args: Vec<Vec<f64>>,
     params: &[f64],
 ) -> Vec<Vec<f64>> {
-    enum Buf {
-        F32(Vec<f32>),
-        F64(Vec<f64>),
-        I32(Vec<i32>),
-    }
-    let kernel = compiled.kernel();
-    let mut bufs = Vec::new();
-    let mut shapes = Vec::new();
-    for (id, values) in kernel.arguments().zip(args) {
-        let t = kernel.tensor(id);
-        let shape = passfold_dsl::shape_of(t, extents).expect("small sizes");
-        let n: usize = shape.iter().product();
-        let values = if values.is_empty() {
-            vec![0.0; n]
-        } else {
-            values
-        };
-        bufs.push(match t.ty {
-            ScalarType::F32 => Buf::F32(values.iter().map(|&v| v as f32).collect()),
-            ScalarType::I32 => Buf::I32(values.iter().map(|&v| v as i32).collect()),
-            _ => Buf::F64(values),
-        });
-        shapes.push(shape);
-    }
-    let call_args = bufs
-        .iter_mut()
-        .zip(&shapes)
-        .map(|(b, shape)| match b {
-            Buf::F32(v) => passfold_runtime::Arg::new(v.as_mut_slice(), shape),
-            Buf::F64(v) => passfold_runtime::Arg::new(v.as_mut_slice(), shape),
-            Buf::I32(v) => passfold_runtime::Arg::new(v.as_mut_slice(), shape),
-        })
-        .collect();
-    compiled.call(call_args, params).expect("the call succeeds");
-    bufs.into_iter()
-        .map(|b| match b {
-            Buf::F32(v) => v.into_iter().map(f64::from).collect(),
-            Buf::F64(v) => v,
-            Buf::I32(v) => v.into_iter().map(f64::from).collect(),
-        })
-        .collect()
+    compiled
+        .call_f64(extents, &args, params, 1)
+        .expect("the call succeeds")
 }

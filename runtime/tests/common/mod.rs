@@ -190,20 +190,7 @@ pub fn run_jit(
     args: &[Vec<f64>],
     params: &[f64],
 ) -> Result<Vec<Vec<f64>>, CallError> {
-    let kernel = compiled.kernel();
-    let shapes = shapes(kernel, extents);
-    let mut bufs: Vec<Buf> = kernel
-        .arguments()
-        .zip(args)
-        .map(|(t, a)| Buf::from_f64(kernel.tensor(t).ty, a))
-        .collect();
-    let call_args: Vec<Arg<'_>> = bufs
-        .iter_mut()
-        .zip(&shapes)
-        .map(|(b, s)| b.arg(s))
-        .collect();
-    compiled.call(call_args, params)?;
-    Ok(bufs.iter().map(Buf::to_f64).collect())
+    compiled.call_f64(extents, args, params, 1)
 }
 
 /// Distance in units in the last place between two floats of type `ty`
