@@ -1581,13 +1581,15 @@ fn two_pass(
     let mu = rw.un(UnOp::Exp, r);
     let dk = rw.bin(BinOp::Sub, k, e_new);
     let pk = rw.un(UnOp::Exp2, dk);
-    let term = rw.bin(BinOp::Mul, mu, pk);
+    let term = scale_keeping_nonfinite(rw, mu, pk);
     let is_empty = rw.eq(k, neg_inf);
     let term = rw.select(is_empty, zero, term);
     let term = state.hoist(rw, &mut update, term, &format!("{name}.term"));
     let p = rw.replace(p, &state.hoisted);
     let cur = s.read(rw, ty);
-    let scaled_cur = rw.bin(BinOp::Mul, cur, rescale);
+    // An infinite (or NaN) mantissa keeps its value: rescaling it by an
+    // underflowing 2^(E - E') would turn inf into inf·0 = NaN.
+    let scaled_cur = scale_keeping_nonfinite(rw, cur, rescale);
     let add = if is_one(rw, p) {
         term
     } else {
@@ -1614,7 +1616,7 @@ fn two_pass(
     let e_final = rw.var(e_var, ty);
     let de = rw.bin(BinOp::Sub, e_final, km);
     let pe = rw.un(UnOp::Exp2, de);
-    let f1 = rw.bin(BinOp::Mul, mant, pe);
+    let f1 = scale_keeping_nonfinite(rw, mant, pe);
     let f2 = rw.bin(BinOp::Mul, f1, em);
     let is_zero = rw.eq(mant, zero);
     let result = rw.select(is_zero, zero, f2);
@@ -1624,6 +1626,17 @@ fn two_pass(
         before_finish: Vec::new(),
         result,
     }
+}
+
+/// `x·f`, or `x` itself when `x` is not finite (so `inf·0` stays `inf`).
+pub fn scale_keeping_nonfinite(
+    rw: &mut Rewriter,
+    x: Handle<Node>,
+    f: Handle<Node>,
+) -> Handle<Node> {
+    let fin = finite(rw, x);
+    let scaled = rw.bin(BinOp::Mul, x, f);
+    rw.select(fin, scaled, x)
 }
 
 /// `x - x == 0`: false for infinities and NaN.

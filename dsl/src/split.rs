@@ -237,8 +237,8 @@ pub fn combine_ops(
                 let fb = factor(rw, eb, e, UnOp::Exp2);
                 let (a, b) = (&st.slots[0], &tw[0]);
                 let (x, y) = (a.read(rw, ty), b.read(rw, ty));
-                let xa = rw.bin(BinOp::Mul, x, fa);
-                let yb = rw.bin(BinOp::Mul, y, fb);
+                let xa = crate::rules::scale_keeping_nonfinite(rw, x, fa);
+                let yb = crate::rules::scale_keeping_nonfinite(rw, y, fb);
                 let v = rw.bin(BinOp::Add, xa, yb);
                 ops.extend(a.over(vec![a.write(v)]));
                 ops.push(st.slots[1].write(e));
