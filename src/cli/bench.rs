@@ -21,6 +21,7 @@ pub fn bench(
     iters: Option<usize>,
     verify: bool,
     threads: usize,
+    json: bool,
 ) -> Result<bool> {
     let t0 = Instant::now();
     let Some(loaded) = load(args)? else {
@@ -28,8 +29,10 @@ pub fn bench(
     };
     let front_end = t0.elapsed();
     let kernel = &loaded.kernel;
-    println!("== IR\n{}", kernel);
-    println!("== plan\n{}", loaded.plan);
+    if !json {
+        println!("== IR\n{}", kernel);
+        println!("== plan\n{}", loaded.plan);
+    }
 
     let mut sizes: BTreeMap<String, i64> = pairs::<i64>(sizes, "--size")?.into_iter().collect();
     let extents: Vec<i64> = kernel
@@ -69,7 +72,9 @@ pub fn bench(
         .zip(&extents)
         .map(|(e, v)| format!("{}={v}", e.name))
         .collect();
-    println!("== run ({})", sizes_text.join(", "));
+    if !json {
+        println!("== run ({})", sizes_text.join(", "));
+    }
     let bytes: usize = args_data
         .iter()
         .map(|t| t.shape.iter().product::<usize>() * t.ty().size_bytes())
@@ -78,11 +83,13 @@ pub fn bench(
     let t1 = Instant::now();
     let compiled = exec::compile(&loaded.plan)?;
     let jit = t1.elapsed();
-    println!(
-        "compile: front end {:.3} ms, Cranelift {:.3} ms",
-        ms(front_end),
-        ms(jit)
-    );
+    if !json {
+        println!(
+            "compile: front end {:.3} ms, Cranelift {:.3} ms",
+            ms(front_end),
+            ms(jit)
+        );
+    }
     // The other plan through the same code generator, timed interleaved with
     // this one so the ratio is measured in one run.
     let other_plan = passfold_dsl::plan(kernel, super::commands::plan_options(args, !args.unfused));
@@ -104,6 +111,32 @@ pub fn bench(
     let (median, min) = stats(&mut times);
     let (other_median, other_min) = stats(&mut other_times);
     let label = |unfused: bool| if unfused { "unfused" } else { "fused" };
+    let ratio = median.as_secs_f64() / other_median.as_secs_f64();
+    let gbps = bytes as f64 / median.as_secs_f64() / 1e9;
+    if json {
+        let report = serde_json::json!({
+            "kernel": kernel.name,
+            "sizes": kernel.extents.iter().zip(&extents).map(|(e, v)| (e.name.clone(), *v)).collect::<BTreeMap<_, _>>(),
+            "threads": threads,
+            "plan": label(args.unfused),
+            "passes": loaded.plan.passes(),
+            "compile_ms": { "front_end": ms(front_end), "cranelift": ms(jit) },
+            "median_ms": ms(median),
+            "min_ms": ms(min),
+            "calls": times.len(),
+            "gb_per_s": gbps,
+            "bytes": bytes,
+            "other": {
+                "plan": label(!args.unfused),
+                "passes": other_plan.passes(),
+                "median_ms": ms(other_median),
+                "min_ms": ms(other_min),
+            },
+            "ratio": ratio,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(true);
+    }
     println!(
         "run ({}, {} pass(es)): median {:.3} ms, min {:.3} ms over {} calls; {:.2} GB/s over {} bytes of arguments",
         label(args.unfused),
@@ -111,18 +144,17 @@ pub fn bench(
         ms(median),
         ms(min),
         times.len(),
-        bytes as f64 / median.as_secs_f64() / 1e9,
+        gbps,
         bytes
     );
     println!(
-        "run ({}, {} pass(es)): median {:.3} ms, min {:.3} ms; {} / {} = {:.2}",
+        "run ({}, {} pass(es)): median {:.3} ms, min {:.3} ms; {} / {} = {ratio:.2}",
         label(!args.unfused),
         other_plan.passes(),
         ms(other_median),
         ms(other_min),
         label(args.unfused),
         label(!args.unfused),
-        median.as_secs_f64() / other_median.as_secs_f64()
     );
     if verify {
         let reference =

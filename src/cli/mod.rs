@@ -124,6 +124,9 @@ pub enum Command {
         /// Threads to split rows over (kernels with independent rows).
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Print one JSON object with the measurements instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -177,7 +180,8 @@ pub fn execute(command: Command) -> Result<bool> {
             iters,
             no_verify,
             threads,
-        } => bench::bench(&kernel, &sizes, &params, iters, !no_verify, threads),
+            json,
+        } => bench::bench(&kernel, &sizes, &params, iters, !no_verify, threads, json),
     }
 }
 

@@ -293,3 +293,45 @@ fn run_jit_matches_interpreter() {
         assert!((a - b).abs() <= 1e-5 * b.abs().max(1.0), "{a} vs {b}");
     }
 }
+
+#[test]
+fn bench_runs_and_reports_json() {
+    let ok = run_args([
+        "passfold",
+        "bench",
+        &kernel_path("logsumexp"),
+        "--size",
+        "b=3",
+        "--size",
+        "i=17",
+        "--iters",
+        "2",
+        "--threads",
+        "2",
+        "--json",
+    ])
+    .unwrap();
+    assert!(ok);
+    let ok = run_args([
+        "passfold",
+        "bench",
+        &kernel_path("softmax"),
+        "--size",
+        "b=2",
+        "--size",
+        "i=9",
+        "--iters",
+        "2",
+    ])
+    .unwrap();
+    assert!(ok);
+    let err = run_args([
+        "passfold",
+        "bench",
+        &kernel_path("softmax"),
+        "--size",
+        "q=2",
+    ])
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("no extent `q`"), "{err:#}");
+}
