@@ -47,7 +47,6 @@ use passfold_dsl::{
     Kernel, Layout, LowerOptions, Node, PlanOptions, Precision, ReduceOp, ScalarType, TensorKind,
     interpret, interpret_program,
 };
-use passfold_runtime::CompiledKernel;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -212,7 +211,8 @@ pub fn check_args(
             );
             let compiled = passfold_runtime::compile(&plan)
                 .map_err(|e| format!("{label}: the JIT refuses a checked kernel: {e}"))?;
-            let got = run_jit(&compiled, &extents, &args, &params)
+            let got = compiled
+                .call_f64(&extents, &args, &params, 1)
                 .map_err(|e| format!("{label}: the JIT call fails: {e}"))?;
             outcome.jit_runs += 1;
             let program = |precision| {
@@ -279,7 +279,7 @@ fn refused_everywhere(
             },
         );
         let compiled = passfold_runtime::compile(&plan).map_err(|e| e.to_string())?;
-        if run_jit(&compiled, extents, args, params).is_ok() {
+        if compiled.call_f64(extents, args, params, 1).is_ok() {
             return Err(format!(
                 "the interpreter refuses the input ({why}) but the JIT runs the {} plan",
                 if unfused { "unfused" } else { "fused" }
@@ -475,14 +475,4 @@ pub fn random_args(kernel: &Kernel, extents: &[i64], fill: Fill, seed: u64) -> V
                 .collect()
         })
         .collect()
-}
-
-/// Runs the JIT on `args` and returns every argument after the call.
-pub fn run_jit(
-    compiled: &CompiledKernel,
-    extents: &[i64],
-    args: &[Vec<f64>],
-    params: &[f64],
-) -> Result<Vec<Vec<f64>>, passfold_runtime::CallError> {
-    compiled.call_f64(extents, args, params, 1)
 }

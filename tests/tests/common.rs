@@ -127,16 +127,3 @@ pub fn close(a: f64, b: f64, rtol: f64, atol: f64) -> bool {
     }
     (a - b).abs() <= atol + rtol * b.abs()
 }
-
-/// Runs compiled code on `f64`-valued arguments (outputs may be empty) and
-/// returns every argument after the call.
-pub fn run_jit(
-    compiled: &passfold_runtime::CompiledKernel,
-    extents: &[i64],
-    args: Vec<Vec<f64>>,
-    params: &[f64],
-) -> Vec<Vec<f64>> {
-    compiled
-        .call_f64(extents, &args, params, 1)
-        .expect("the call succeeds")
-}

@@ -375,7 +375,9 @@ fn combine_laws_merge_split_sweeps() {
                         Precision::Declared,
                     )
                     .unwrap();
-                    let got = crate::common::run_jit(&compiled, &extents, args, &params);
+                    let got = compiled
+                        .call_f64(&extents, &args, &params, 1)
+                        .expect("the call succeeds");
                     for (x, y) in got.iter().flatten().zip(declared.iter().flatten()) {
                         assert!(
                             close(*x, *y, 0.0, 0.0),

@@ -182,17 +182,6 @@ pub fn random_args(kernel: &Kernel, extents: &[i64], inputs: Inputs) -> Vec<Vec<
         .collect()
 }
 
-/// Runs the JIT on `args` (as f64 values) and returns every argument after
-/// the call, or the call's error.
-pub fn run_jit(
-    compiled: &CompiledKernel,
-    extents: &[i64],
-    args: &[Vec<f64>],
-    params: &[f64],
-) -> Result<Vec<Vec<f64>>, CallError> {
-    compiled.call_f64(extents, args, params, 1)
-}
-
 /// Distance in units in the last place between two floats of type `ty`
 /// (0 for two NaNs; `u64::MAX` for NaN against a number).
 pub fn ulps(ty: ScalarType, a: f64, b: f64) -> u64 {
@@ -261,7 +250,7 @@ pub fn compare_declared(
             "unfused"
         }
     );
-    let got = run_jit(compiled, extents, &args, params);
+    let got = compiled.call_f64(extents, &args, params, 1);
     let (want, got) = match (want, got) {
         (Ok(w), Ok(g)) => (w, g),
         (Err(_), Err(CallError::GatherOutOfRange { .. })) => return 0,
@@ -300,7 +289,7 @@ pub fn compare_f64(
     let kernel = compiled.kernel();
     let want =
         interpret(kernel, extents, args.clone(), params, Precision::F64).expect("interpreter");
-    let got = run_jit(compiled, extents, &args, params).expect("JIT");
+    let got = compiled.call_f64(extents, &args, params, 1).expect("JIT");
     for ((t, w), g) in kernel.arguments().zip(&want).zip(&got) {
         let tensor = kernel.tensor(t);
         if tensor.kind == TensorKind::Input {
