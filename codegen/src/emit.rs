@@ -24,6 +24,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use passfold_dsl::lir::Op;
+use passfold_dsl::vector::LoopCode;
 use passfold_dsl::{ExtentId, Handle, Kernel, Node, Plan, ScalarType, TensorId, TensorKind, VarId};
 
 /// The Cranelift type of a DSL scalar type (`bool` is an `i8` holding 0 or 1).
@@ -137,6 +138,11 @@ pub(crate) struct Emitter<'k, 'f> {
     /// The program's variables, and their types.
     vars: Vec<Variable>,
     var_types: Vec<ScalarType>,
+    /// What the target's instructions can do.
+    pub features: crate::Features,
+    /// Vector code on (the plan is not scalar-only): reductions in values
+    /// are vectorized and scalar math is the inline `vmath`.
+    pub vector: bool,
 }
 
 impl<'k, 'f> Emitter<'k, 'f> {
@@ -146,6 +152,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
         mut b: FunctionBuilder<'f>,
         call_conv: CallConv,
         sites: &[GatherSite],
+        features: crate::Features,
     ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -199,6 +206,8 @@ impl<'k, 'f> Emitter<'k, 'f> {
             rows,
             row_extent: None,
             depth: 0,
+            features,
+            vector: false,
         };
         em.layouts = (0..k.tensors.len())
             .map(|t| em.tensor_layout(tensors, t))
@@ -275,6 +284,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
             .collect();
         self.var_types = plan.program.vars.iter().map(|v| v.ty).collect();
         self.row_extent = plan.row_extent();
+        self.vector = !plan.scalar;
         self.ops(&plan.program.body)?;
         let ok = self.b.ins().iconst(types::I32, 0);
         self.b.ins().return_(&[ok]);
@@ -285,11 +295,15 @@ impl<'k, 'f> Emitter<'k, 'f> {
     /// Lowers ops in order. Each `Set` and `Store` evaluates its value in a
     /// cache scope of its own, so no value outlives a later assignment to a
     /// variable it reads or a later store to a tensor it loads.
-    fn ops(&mut self, ops: &[Op]) -> Result<(), CodegenError> {
+    pub(crate) fn ops(&mut self, ops: &[Op]) -> Result<(), CodegenError> {
         for op in ops {
             match op {
                 Op::Loop {
-                    index, body, range, ..
+                    index,
+                    body,
+                    range,
+                    code,
+                    ..
                 } => {
                     let bounds = match range {
                         Some((a, b)) => {
@@ -308,11 +322,15 @@ impl<'k, 'f> Emitter<'k, 'f> {
                         }
                         None => None,
                     };
-                    let frame = self.open_loop_in(*index, bounds);
                     self.depth += 1;
-                    self.ops(body)?;
+                    if let LoopCode::Vector(v) = code {
+                        self.vector_loop(*index, bounds, v, body)?;
+                    } else {
+                        let frame = self.open_loop_in(*index, bounds);
+                        self.ops(body)?;
+                        self.close_loop(frame);
+                    }
                     self.depth -= 1;
-                    self.close_loop(frame);
                 }
                 Op::If { cond, then } => {
                     self.cache.push();
@@ -375,6 +393,29 @@ impl<'k, 'f> Emitter<'k, 'f> {
                 what: format!("a read of undeclared variable v{}", var.0),
                 span: self.k.span(h),
             }),
+        }
+    }
+
+    /// The number of program variables.
+    pub(crate) fn var_count(&self) -> usize {
+        self.vars.len()
+    }
+
+    /// The current value of program variable `var`.
+    pub(crate) fn var_value(&mut self, var: VarId) -> Result<Value, CodegenError> {
+        match self.vars.get(var.0 as usize) {
+            Some(&v) => Ok(self.b.use_var(v)),
+            None => Err(CodegenError::Unsupported {
+                what: format!("a read of undeclared variable v{}", var.0),
+                span: Default::default(),
+            }),
+        }
+    }
+
+    /// Assigns program variable `var` (of the value's type).
+    pub(crate) fn set_var(&mut self, var: VarId, x: Value) {
+        if let Some(&v) = self.vars.get(var.0 as usize) {
+            self.b.def_var(v, x);
         }
     }
 

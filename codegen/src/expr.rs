@@ -106,7 +106,7 @@ impl Emitter<'_, '_> {
             Node::Load { tensor, index } => self.load(h, *tensor, index)?,
             Node::Unary(op, a) => {
                 let x = self.operand(*a)?;
-                self.unary(h, *op, x, ty)?
+                self.scalar_unary(h, *op, x, ty)?
             }
             Node::Binary(op, a, b) => {
                 let x = self.operand(*a)?;
@@ -142,7 +142,7 @@ impl Emitter<'_, '_> {
         self.b.inst_results(call)[0]
     }
 
-    fn unary(
+    pub(crate) fn scalar_unary(
         &mut self,
         h: Handle<Node>,
         op: UnOp,
@@ -165,6 +165,21 @@ impl Emitter<'_, '_> {
                 UnOp::Not => Ok(self.b.ins().icmp_imm_s(IntCC::Equal, x, 0)),
                 _ => Err(self.unsupported(h, "this operation on `bool`")),
             };
+        }
+        if self.vector {
+            // Inline math, bit-identical to a lane of the vector code.
+            let f = self.features;
+            let fb = &mut self.b;
+            match op {
+                UnOp::Exp => return Ok(crate::vmath::exp(fb, f, x)),
+                UnOp::Log => return Ok(crate::vmath::log(fb, f, x)),
+                UnOp::Log1p => return Ok(crate::vmath::log1p(fb, f, x)),
+                UnOp::Expm1 => return Ok(crate::vmath::expm1(fb, f, x)),
+                UnOp::Tanh => return Ok(crate::vmath::tanh(fb, f, x)),
+                UnOp::Sigmoid => return Ok(crate::vmath::sigmoid(fb, f, x)),
+                UnOp::Softplus => return Ok(crate::vmath::softplus(fb, f, x)),
+                _ => {}
+            }
         }
         let call = |s: &mut Self, f: MathFn| s.call1(f, ty, &[x]);
         Ok(match op {
@@ -269,7 +284,7 @@ impl Emitter<'_, '_> {
     }
 
     /// `pow(x, p)` as `math::powf` (or `math::f32::powf` with `p as f32`).
-    fn powf(
+    pub(crate) fn powf(
         &mut self,
         h: Handle<Node>,
         x: Value,
@@ -330,7 +345,7 @@ impl Emitter<'_, '_> {
     }
 
     /// `Σ c·index + k` over the bound index variables, as `i64`.
-    fn affine_value(&mut self, a: &Affine) -> Result<Value, CodegenError> {
+    pub(crate) fn affine_value(&mut self, a: &Affine) -> Result<Value, CodegenError> {
         let mut acc = None;
         for &(e, c) in &a.terms {
             let i = self.index(e)?;

@@ -48,6 +48,7 @@ mod helpers;
 mod isa;
 mod reduce;
 mod sites;
+mod vector;
 pub mod vmath;
 
 pub use error::CodegenError;
@@ -100,7 +101,8 @@ pub fn lower(plan: &Plan, isa: &dyn TargetIsa) -> Result<Lowered, CodegenError> 
     let gather_sites = gather_sites(kernel);
     let helpers = {
         let builder = FunctionBuilder::new(&mut func, &mut fctx);
-        let mut emitter = emit::Emitter::new(kernel, builder, call_conv, &gather_sites);
+        let mut emitter =
+            emit::Emitter::new(kernel, builder, call_conv, &gather_sites, Features::of(isa));
         emitter.run(plan)?;
         emitter.finish(isa.frontend_config())
     };

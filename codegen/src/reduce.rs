@@ -49,25 +49,35 @@ impl Emitter<'_, '_> {
             (ReduceOp::Min, true) => self.i32_const(i32::MAX),
             _ => self.i32_const(0),
         };
-        let acc = self.b.declare_var(clif_type(ty));
-        self.b.def_var(acc, init);
-        let frames: Vec<_> = axes.iter().map(|&e| self.open_loop(e)).collect();
-        let x = self.value(arg)?;
-        let old = self.b.use_var(acc);
-        let ins = self.b.ins();
-        let new = match (op, is_int) {
-            (ReduceOp::Sum | ReduceOp::Mean, false) => ins.fadd(old, x),
-            (ReduceOp::Max, false) => ins.fmax(old, x),
-            (ReduceOp::Min, false) => ins.fmin(old, x),
-            (ReduceOp::Max, true) => ins.smax(old, x),
-            (ReduceOp::Min, true) => ins.smin(old, x),
-            _ => ins.iadd(old, x),
+        let vectorized = if self.vector && !is_int {
+            self.vector_reduce(h, op, axes, arg)?
+        } else {
+            None
         };
-        self.b.def_var(acc, new);
-        for frame in frames.into_iter().rev() {
-            self.close_loop(frame);
-        }
-        let total = self.b.use_var(acc);
+        let total = match vectorized {
+            Some(total) => total,
+            None => {
+                let acc = self.b.declare_var(clif_type(ty));
+                self.b.def_var(acc, init);
+                let frames: Vec<_> = axes.iter().map(|&e| self.open_loop(e)).collect();
+                let x = self.value(arg)?;
+                let old = self.b.use_var(acc);
+                let ins = self.b.ins();
+                let new = match (op, is_int) {
+                    (ReduceOp::Sum | ReduceOp::Mean, false) => ins.fadd(old, x),
+                    (ReduceOp::Max, false) => ins.fmax(old, x),
+                    (ReduceOp::Min, false) => ins.fmin(old, x),
+                    (ReduceOp::Max, true) => ins.smax(old, x),
+                    (ReduceOp::Min, true) => ins.smin(old, x),
+                    _ => ins.iadd(old, x),
+                };
+                self.b.def_var(acc, new);
+                for frame in frames.into_iter().rev() {
+                    self.close_loop(frame);
+                }
+                self.b.use_var(acc)
+            }
+        };
         if op != ReduceOp::Mean {
             return Ok(total);
         }

@@ -28,6 +28,7 @@ pub mod reorder;
 pub mod rules;
 pub mod split;
 pub mod text;
+pub mod vector;
 pub mod verify;
 
 pub use arena::{Arena, Handle};

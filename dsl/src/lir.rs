@@ -42,6 +42,8 @@ pub enum Op {
         states: Vec<AccState>,
         /// The body.
         body: Vec<Op>,
+        /// Vector or scalar code (decided last, by [`crate::vector::annotate`]).
+        code: crate::vector::LoopCode,
     },
     /// `var = value`.
     Set {
@@ -160,8 +162,14 @@ impl Program {
                     range,
                     states,
                     body,
+                    code,
                 } => {
                     let kind = if *sweep { " sweep" } else { "" };
+                    let kind = match code {
+                        crate::vector::LoopCode::Plain => kind.to_string(),
+                        crate::vector::LoopCode::Vector(v) => format!("{kind} [{}]", v.describe()),
+                        crate::vector::LoopCode::Scalar(why) => format!("{kind} [scalar: {why}]"),
+                    };
                     let range = match range {
                         Some((a, b)) => format!(
                             " in {}..{}",
@@ -284,6 +292,7 @@ pub fn wrap_loops(indices: &[ExtentId], ops: Vec<Op>) -> Vec<Op> {
             range: None,
             states: Vec::new(),
             body: ops,
+            code: Default::default(),
         }];
     }
     ops

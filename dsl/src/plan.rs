@@ -21,6 +21,9 @@ pub struct PlanOptions {
     pub exp_shift: ExpShift,
     /// Recompute or reload values an output sweep shares with an earlier one.
     pub reload: crate::fuse::Reload,
+    /// Scalar code only: no loop is vectorized (see [`crate::vector`]), so
+    /// the JIT computes in the interpreter's order, bit for bit.
+    pub scalar: bool,
 }
 
 /// One loop nest of the unfused plan (kept for reports).
@@ -49,6 +52,9 @@ pub struct Plan {
     pub rules: Vec<String>,
     /// Sweeps per row of the unfused plan, for comparison.
     pub unfused_passes: usize,
+    /// Scalar code only ([`PlanOptions::scalar`]): no loop or reduction is
+    /// vectorized.
+    pub scalar: bool,
 }
 
 impl Plan {
@@ -85,6 +91,18 @@ impl Plan {
 
 /// Plans `kernel`.
 pub fn plan(kernel: &Kernel, opts: PlanOptions) -> Plan {
+    let mut plan = plan_loops(kernel, opts);
+    plan.scalar = opts.scalar;
+    if !opts.scalar {
+        let mut rw = crate::rules::Rewriter::new(&plan.kernel);
+        crate::vector::annotate(&mut rw, &mut plan.program);
+        plan.kernel = rw.finish();
+    }
+    plan
+}
+
+/// [`plan`] without deciding vector code.
+fn plan_loops(kernel: &Kernel, opts: PlanOptions) -> Plan {
     let unfused = plan_unfused(kernel);
     if opts.unfused {
         return unfused;
@@ -139,6 +157,7 @@ pub fn plan_unfused(kernel: &Kernel) -> Plan {
             .collect(),
         rules: Vec::new(),
         unfused_passes: passes,
+        scalar: false,
     }
 }
 
@@ -239,12 +258,13 @@ impl fmt::Display for Plan {
             .collect();
         writeln!(
             f,
-            "plan {}: {}, {} pass(es) over [{}] (unfused: {})",
+            "plan {}: {}, {} pass(es) over [{}] (unfused: {}){}",
             k.name,
             if self.fused { "fused" } else { "unfused" },
             self.passes(),
             names.join(", "),
-            self.unfused_passes
+            self.unfused_passes,
+            if self.scalar { ", scalar code" } else { "" }
         )?;
         for r in &self.rules {
             writeln!(f, "  rule: {r}")?;

@@ -866,6 +866,7 @@ impl<'p> SweepState<'p> {
                 range: None,
                 states,
                 body,
+                code: Default::default(),
             }];
         }
         body
@@ -1662,6 +1663,7 @@ pub fn store_over(stmt: &Stmt, value: Handle<Node>, rows: &[ExtentId]) -> Vec<Op
                 range: None,
                 states: Vec::new(),
                 body: ops,
+                code: Default::default(),
             }];
         }
     }
@@ -1684,6 +1686,7 @@ pub fn unfused_nest(kernel: &Kernel, stmt: &Stmt) -> Vec<Op> {
             range: None,
             states: Vec::new(),
             body: ops,
+            code: Default::default(),
         }];
     }
     ops

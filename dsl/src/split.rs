@@ -63,6 +63,7 @@ fn split_ops(
             range: Some((zero, at)),
             states: states.clone(),
             body: body.clone(),
+            code: Default::default(),
         });
         let renamed = rename_ops(rw, &body, &vars, &tensors);
         let twin_states: Vec<AccState> = states
@@ -79,6 +80,7 @@ fn split_ops(
             range: Some((at, len)),
             states: twin_states,
             body: renamed,
+            code: Default::default(),
         });
         new_ops.extend(combine_ops(rw, program, &states, &twins));
         let n = new_ops.len();
@@ -138,12 +140,14 @@ fn rename_ops(
                 range,
                 states,
                 body,
+                code,
             } => Op::Loop {
                 index: *index,
                 sweep: *sweep,
                 range: *range,
                 states: states.clone(),
                 body: rename_ops(rw, body, vars, tensors),
+                code: code.clone(),
             },
             Op::If { cond, then } => Op::If {
                 cond: rw.rename(*cond, vars, tensors),

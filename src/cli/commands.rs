@@ -72,6 +72,7 @@ pub fn plan_options(args: &KernelArgs, unfused: bool) -> PlanOptions {
         unfused,
         exp_shift,
         reload,
+        scalar: args.scalar,
     }
 }
 

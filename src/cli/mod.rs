@@ -48,6 +48,10 @@ pub struct KernelArgs {
     /// Store values an output sweep shares with an earlier sweep and reload them.
     #[arg(long, conflicts_with = "recompute")]
     pub reload: bool,
+    /// Scalar code only: no vector loops (the JIT then computes in the
+    /// interpreter's order, bit for bit).
+    #[arg(long)]
+    pub scalar: bool,
     /// Always recompute shared values in output sweeps.
     #[arg(long)]
     pub recompute: bool,

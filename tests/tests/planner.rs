@@ -92,6 +92,7 @@ fn catalogue_plans_agree_with_the_interpreter() {
                     unfused: false,
                     exp_shift,
                     reload,
+                    ..Default::default()
                 },
             );
             for (n, rows) in [(0, 2), (1, 2), (5, 3), (17, 2)] {
@@ -324,6 +325,9 @@ fn combine_laws_merge_split_sweeps() {
                 PlanOptions {
                     unfused: false,
                     exp_shift,
+                    // Scalar code: the split plan's machine code must match
+                    // its interpretation bit for bit.
+                    scalar: true,
                     ..Default::default()
                 },
             );

@@ -76,6 +76,10 @@ pub fn variants_with(src: &str, opts: &LowerOptions) -> Vec<Compiled> {
                 opts,
                 PlanOptions {
                     unfused,
+                    // Scalar code: compared bit for bit with the interpreter
+                    // in declared precision (vector code is checked with
+                    // tolerance by the integration tests).
+                    scalar: true,
                     ..PlanOptions::default()
                 },
             );

@@ -1,0 +1,651 @@
+//! Vector code: loops and reductions over `W` consecutive elements at once.
+//!
+//! Which loops run as vector code is decided by the planner
+//! (`passfold_dsl::vector`: a loop's `LoopCode::Vector` carries its lane
+//! variables, state identities and merge ops); reductions left in values
+//! are checked here by `passfold_dsl::vector::vectorize_reduce`. This module
+//! only lowers what was decided:
+//!
+//! - A vector loop runs `U` copies of its body per step, each on `W` lanes
+//!   (`f32x4` or `f64x2`) with its own vector of every lane variable. State
+//!   vectors start at the state's identity, except lane 0 of copy 0, which
+//!   starts at the state's value before the loop. After the main loop the
+//!   copies merge into copy 0 by the merge ops evaluated lane by lane, then
+//!   the lanes merge pairwise (lane `l` with lane `l + W/2`, then `l + W/4`,
+//!   ...), lane 0 becomes the scalar state, and a scalar tail runs the
+//!   body on the last `len mod (W·U)` elements.
+//! - An `if` in the body is taken when any lane's condition holds; under it
+//!   every assignment keeps the old value in lanes whose condition fails.
+//! - A value that does not vary with the loop's index is computed by the
+//!   scalar lowering and broadcast. A boolean is a lane mask (all ones or
+//!   zero) of the integer type of the lanes' width.
+//! - Transcendental functions are the inline `vmath` functions; `exp2`,
+//!   `round` and a general `pow` run lane by lane through the scalar
+//!   lowering. Loads and stores are unaligned full-vector accesses inside
+//!   the range the scalar loop would touch.
+
+use crate::emit::Emitter;
+use crate::{CodegenError, vmath};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value, types,
+};
+use cranelift_frontend::Variable;
+use passfold_dsl::lir::Op;
+use passfold_dsl::vector::VectorLoop;
+use passfold_dsl::{
+    BinOp, CmpOp, ExtentId, Handle, Index, Node, ReduceOp, ScalarType, UnOp, VarId,
+};
+use std::collections::HashMap;
+
+/// The lane context of the code being emitted.
+pub(crate) struct Lanes {
+    /// The vectorized index.
+    pub index: ExtentId,
+    /// The lanes' scalar type (`f32` or `f64`).
+    pub elem: ScalarType,
+    /// `f32x4` or `f64x2`.
+    pub vty: Type,
+    /// `i32x4` or `i64x2`: the type of lane masks.
+    pub mty: Type,
+    /// Lanes per vector.
+    pub width: u32,
+    /// For every node, whether it varies (see `passfold_dsl::vector::varying`).
+    pub vary: Vec<bool>,
+    /// The vector variable of each lane variable (of the current copy).
+    pub vars: HashMap<VarId, Variable>,
+    /// Under an `if`: the lanes that take it.
+    pub mask: Option<Value>,
+    /// Vector values computed in the current op.
+    pub cache: HashMap<usize, Value>,
+}
+
+fn bitcast_flags() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+/// Flags for vector element accesses: in bounds, not necessarily 16-byte aligned.
+fn vector_flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+impl Lanes {
+    pub fn new(index: ExtentId, elem: ScalarType, vary: Vec<bool>) -> Self {
+        let (vty, mty, width) = if elem == ScalarType::F64 {
+            (types::F64X2, types::I64X2, 2)
+        } else {
+            (types::F32X4, types::I32X4, 4)
+        };
+        Lanes {
+            index,
+            elem,
+            vty,
+            mty,
+            width,
+            vary,
+            vars: HashMap::new(),
+            mask: None,
+            cache: HashMap::new(),
+        }
+    }
+}
+
+impl Emitter<'_, '_> {
+    /// The splat of a float constant.
+    fn vconst(&mut self, l: &Lanes, v: f64) -> Value {
+        let s = self.float_const(l.elem, v);
+        self.b.ins().splat(l.vty, s)
+    }
+
+    /// The value of `h` for the lanes at the current position.
+    pub(crate) fn vvalue(&mut self, l: &mut Lanes, h: Handle<Node>) -> Result<Value, CodegenError> {
+        if !l.vary[h.index()] {
+            let s = self.value(h)?;
+            return Ok(match self.k.ty(h) {
+                ScalarType::Bool => {
+                    let lane = l.mty.lane_type();
+                    let m = self.b.ins().bmask(lane, s);
+                    self.b.ins().splat(l.mty, m)
+                }
+                _ => self.b.ins().splat(l.vty, s),
+            });
+        }
+        if let Some(&v) = l.cache.get(&h.index()) {
+            return Ok(v);
+        }
+        let v = self.vnode(l, h)?;
+        l.cache.insert(h.index(), v);
+        Ok(v)
+    }
+
+    fn vunsupported(&self, h: Handle<Node>, what: &str) -> CodegenError {
+        CodegenError::Unsupported {
+            what: format!("{what} in vector code"),
+            span: self.k.span(h),
+        }
+    }
+
+    fn vnode(&mut self, l: &mut Lanes, h: Handle<Node>) -> Result<Value, CodegenError> {
+        let ty = self.k.ty(h);
+        Ok(match &self.k.nodes[h] {
+            Node::Var(v) => {
+                let var = *l
+                    .vars
+                    .get(v)
+                    .ok_or_else(|| self.vunsupported(h, "a variable without lanes"))?;
+                self.b.use_var(var)
+            }
+            Node::Load { tensor, index } => {
+                let t = tensor.0 as usize;
+                let mut pos = Vec::with_capacity(index.len());
+                for (d, idx) in index.iter().enumerate() {
+                    let Index::Affine(a) = idx else {
+                        return Err(self.vunsupported(h, "a gathered load"));
+                    };
+                    let p = self.affine_value(a)?;
+                    let p = match self.layouts[t].dims[d].origin {
+                        Some(o) => self.b.ins().iadd(p, o),
+                        None => p,
+                    };
+                    pos.push(p);
+                }
+                let addr = self.address(t, &pos);
+                self.b.ins().load(l.vty, vector_flags(), addr, 0)
+            }
+            Node::Unary(op, a) => {
+                let x = self.vvalue(l, *a)?;
+                self.vunary(l, h, *op, x, ty)?
+            }
+            Node::Binary(op, a, b) => {
+                let x = self.vvalue(l, *a)?;
+                let y = self.vvalue(l, *b)?;
+                let ins = self.b.ins();
+                match op {
+                    BinOp::Add => ins.fadd(x, y),
+                    BinOp::Sub => ins.fsub(x, y),
+                    BinOp::Mul => ins.fmul(x, y),
+                    BinOp::Div => ins.fdiv(x, y),
+                    BinOp::Min => ins.fmin(x, y),
+                    BinOp::Max => ins.fmax(x, y),
+                    BinOp::And => ins.band(x, y),
+                    BinOp::Or => ins.bor(x, y),
+                }
+            }
+            Node::Cmp(op, a, b) => {
+                let x = self.vvalue(l, *a)?;
+                let y = self.vvalue(l, *b)?;
+                let cc = match op {
+                    CmpOp::Lt => FloatCC::LessThan,
+                    CmpOp::Le => FloatCC::LessThanOrEqual,
+                    CmpOp::Gt => FloatCC::GreaterThan,
+                    CmpOp::Ge => FloatCC::GreaterThanOrEqual,
+                    CmpOp::Eq => FloatCC::Equal,
+                    CmpOp::Ne => FloatCC::NotEqual,
+                };
+                self.b.ins().fcmp(cc, x, y)
+            }
+            Node::Select(c, a, b) => {
+                let c = self.vvalue(l, *c)?;
+                let x = self.vvalue(l, *a)?;
+                let y = self.vvalue(l, *b)?;
+                self.vselect(l, c, x, y)
+            }
+            Node::Powf(a, p) => {
+                let x = self.vvalue(l, *a)?;
+                let p = f64::from_bits(*p);
+                let p = if ty == ScalarType::F32 { p as f32 as f64 } else { p };
+                if p == 2.0 {
+                    self.b.ins().fmul(x, x)
+                } else if p == 1.0 {
+                    x
+                } else if p == 0.5 {
+                    self.b.ins().sqrt(x)
+                } else {
+                    self.per_lane(l, x, |em, s| em.powf(h, s, p, ty))?
+                }
+            }
+            Node::Cast(_, a) => self.vvalue(l, *a)?,
+            Node::IndexValue(_)
+            | Node::ConstFloat(_)
+            | Node::ConstInt(_)
+            | Node::Param(_)
+            | Node::ExtentLen(_)
+            | Node::Reduce { .. } => {
+                return Err(self.vunsupported(h, "a varying index value or reduction"));
+            }
+        })
+    }
+
+    /// `mask ? x : y` lane by lane; `mask` is a lane mask.
+    fn vselect(&mut self, l: &Lanes, mask: Value, x: Value, y: Value) -> Value {
+        let m = self.b.ins().bitcast(l.vty, bitcast_flags(), mask);
+        self.b.ins().bitselect(m, x, y)
+    }
+
+    /// `f` applied to each lane of `x` through the scalar lowering.
+    fn per_lane(
+        &mut self,
+        l: &Lanes,
+        x: Value,
+        mut f: impl FnMut(&mut Self, Value) -> Result<Value, CodegenError>,
+    ) -> Result<Value, CodegenError> {
+        let mut out = x;
+        for lane in 0..l.width as u8 {
+            let s = self.b.ins().extractlane(x, lane);
+            let r = f(self, s)?;
+            out = self.b.ins().insertlane(out, r, lane);
+        }
+        Ok(out)
+    }
+
+    fn vunary(
+        &mut self,
+        l: &Lanes,
+        h: Handle<Node>,
+        op: UnOp,
+        x: Value,
+        ty: ScalarType,
+    ) -> Result<Value, CodegenError> {
+        let f = self.features;
+        let fb = &mut self.b;
+        Ok(match op {
+            UnOp::Not => fb.ins().bnot(x),
+            UnOp::Neg => fb.ins().fneg(x),
+            UnOp::Abs => fb.ins().fabs(x),
+            UnOp::Sqrt => fb.ins().sqrt(x),
+            UnOp::Rsqrt => vmath::rsqrt(fb, f, x),
+            UnOp::Exp => vmath::exp(fb, f, x),
+            UnOp::Log => vmath::log(fb, f, x),
+            UnOp::Log1p => vmath::log1p(fb, f, x),
+            UnOp::Expm1 => vmath::expm1(fb, f, x),
+            UnOp::Tanh => vmath::tanh(fb, f, x),
+            UnOp::Sigmoid => vmath::sigmoid(fb, f, x),
+            UnOp::Softplus => vmath::softplus(fb, f, x),
+            UnOp::Sign => {
+                // 1 if x > 0, -1 if x < 0, else x itself (±0 and NaN).
+                let zero = self.vconst(l, 0.0);
+                let one = self.vconst(l, 1.0);
+                let minus_one = self.vconst(l, -1.0);
+                let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                let lt = self.b.ins().fcmp(FloatCC::LessThan, x, zero);
+                let neg_or_x = self.vselect(l, lt, minus_one, x);
+                self.vselect(l, gt, one, neg_or_x)
+            }
+            UnOp::Round | UnOp::Exp2 => {
+                self.per_lane(l, x, |em, s| em.scalar_unary(h, op, s, ty))?
+            }
+        })
+    }
+
+    /// Lowers the ops of a vector loop's body for one copy; see the module docs.
+    fn vops(&mut self, l: &mut Lanes, ops: &[Op]) -> Result<(), CodegenError> {
+        for op in ops {
+            match op {
+                Op::Loop { .. } => {
+                    return Err(CodegenError::Unsupported {
+                        what: "an inner loop in vector code".into(),
+                        span: Default::default(),
+                    });
+                }
+                Op::If { cond, then } => {
+                    self.cache.push();
+                    let c = self.vvalue(l, *cond)?;
+                    self.cache.pop();
+                    l.cache.clear();
+                    let c = match l.mask {
+                        Some(outer) => self.b.ins().band(outer, c),
+                        None => c,
+                    };
+                    let any = self.b.ins().vany_true(c);
+                    let then_block = self.b.create_block();
+                    let join = self.b.create_block();
+                    self.b.ins().brif(any, then_block, &[], join, &[]);
+                    self.b.switch_to_block(then_block);
+                    self.b.seal_block(then_block);
+                    let outer = l.mask.replace(c);
+                    self.cache.push();
+                    self.vops(l, then)?;
+                    self.cache.pop();
+                    l.mask = outer;
+                    l.cache.clear();
+                    self.b.ins().jump(join, &[]);
+                    self.b.switch_to_block(join);
+                    self.b.seal_block(join);
+                }
+                Op::Set { var, value } => {
+                    self.cache.push();
+                    let x = self.vvalue(l, *value)?;
+                    self.cache.pop();
+                    l.cache.clear();
+                    let v = *l.vars.get(var).ok_or_else(|| CodegenError::Unsupported {
+                        what: "an assignment to a variable without lanes".into(),
+                        span: self.k.span(*value),
+                    })?;
+                    let x = match l.mask {
+                        Some(m) => {
+                            let old = self.b.use_var(v);
+                            self.vselect(l, m, x, old)
+                        }
+                        None => x,
+                    };
+                    self.b.def_var(v, x);
+                }
+                Op::Store {
+                    tensor,
+                    index,
+                    value,
+                } => {
+                    self.cache.push();
+                    let x = self.vvalue(l, *value)?;
+                    let offsets = index
+                        .iter()
+                        .map(|&e| self.index(e))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let addr = self.address(tensor.0 as usize, &offsets);
+                    self.b.ins().store(vector_flags(), x, addr, 0);
+                    self.cache.pop();
+                    l.cache.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `(start, end, main_end)`: the clamped range and the end of the part
+    /// that whole steps of `step` elements cover.
+    fn vector_range(
+        &mut self,
+        e: ExtentId,
+        bounds: Option<(Value, Value)>,
+        step: i64,
+    ) -> (Value, Value, Value) {
+        let zero = self.b.ins().iconst(types::I64, 0);
+        let len = self.extents[e.0 as usize];
+        let (start, end) = match bounds {
+            Some((a, b)) => (self.b.ins().smax(a, zero), self.b.ins().smin(b, len)),
+            None => (zero, len),
+        };
+        let n = self.b.ins().isub(end, start);
+        let n = self.b.ins().smax(n, zero);
+        let whole = self.b.ins().band_imm_s(n, -step);
+        let main_end = self.b.ins().iadd(start, whole);
+        (start, end, main_end)
+    }
+
+    /// Opens the main loop `for pos in start..main_end step step`; returns
+    /// `(position variable, header, exit, position)`.
+    fn open_vector_loop(
+        &mut self,
+        start: Value,
+        main_end: Value,
+    ) -> (Variable, cranelift_codegen::ir::Block, cranelift_codegen::ir::Block, Value) {
+        let var = self.b.declare_var(types::I64);
+        self.b.def_var(var, start);
+        let header = self.b.create_block();
+        let body = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let pos = self.b.use_var(var);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, pos, main_end);
+        self.b.ins().brif(more, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        self.cache.push();
+        (var, header, exit, pos)
+    }
+
+    fn close_vector_loop(
+        &mut self,
+        var: Variable,
+        header: cranelift_codegen::ir::Block,
+        exit: cranelift_codegen::ir::Block,
+        pos: Value,
+        step: i64,
+    ) {
+        let next = self.b.ins().iadd_imm_s(pos, step);
+        self.b.def_var(var, next);
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(exit);
+        self.cache.pop();
+    }
+
+    /// `v` with lane `l + shift` moved to lane `l` (the upper lanes repeat).
+    fn shift_lanes(&mut self, l: &Lanes, v: Value, shift: u32) -> Value {
+        let lane_bytes = 16 / l.width;
+        let mut bytes = [0u8; 16];
+        for lane in 0..l.width {
+            let from = (lane + shift).min(l.width - 1);
+            for k in 0..lane_bytes {
+                bytes[(lane * lane_bytes + k) as usize] = (from * lane_bytes + k) as u8;
+            }
+        }
+        let imm = self
+            .b
+            .func
+            .dfg
+            .immediates
+            .push(ConstantData::from(bytes.to_vec()));
+        let x = self.b.ins().bitcast(types::I8X16, bitcast_flags(), v);
+        let s = self.b.ins().shuffle(x, x, imm);
+        self.b.ins().bitcast(l.vty, bitcast_flags(), s)
+    }
+
+    /// Lowers a loop the planner vectorized (see the module docs).
+    pub(crate) fn vector_loop(
+        &mut self,
+        e: ExtentId,
+        bounds: Option<(Value, Value)>,
+        v: &VectorLoop,
+        body: &[Op],
+    ) -> Result<(), CodegenError> {
+        let mut lane_mask = vec![false; self.var_count()];
+        for var in &v.lane_vars {
+            lane_mask[var.0 as usize] = true;
+        }
+        let vary = passfold_dsl::vector::varying(self.k, e, &lane_mask);
+        let mut l = Lanes::new(e, v.elem, vary);
+        let width = l.width as i64;
+        let step = width * v.unroll as i64;
+        let (start, end, main_end) = self.vector_range(e, bounds, step);
+        // One vector variable per lane variable and copy.
+        let mut copies: Vec<HashMap<VarId, Variable>> = Vec::new();
+        for u in 0..v.unroll {
+            let mut map = HashMap::new();
+            for &var in &v.lane_vars {
+                let x = self.b.declare_var(l.vty);
+                let identity = v
+                    .states
+                    .iter()
+                    .find(|s| s.0 == var)
+                    .map(|s| s.2)
+                    .unwrap_or(0.0);
+                let mut init = self.vconst(&l, identity);
+                if u == 0 && v.states.iter().any(|s| s.0 == var) {
+                    let current = self.var_value(var)?;
+                    init = self.b.ins().insertlane(init, current, 0);
+                }
+                self.b.def_var(x, init);
+                map.insert(var, x);
+            }
+            copies.push(map);
+        }
+        let (pos_var, header, exit, pos) = self.open_vector_loop(start, main_end);
+        let outer = self.env[e.0 as usize];
+        for (u, map) in copies.iter().enumerate() {
+            let p = self.b.ins().iadd_imm_s(pos, u as i64 * width);
+            self.env[e.0 as usize] = Some(p);
+            l.vars = map.clone();
+            self.cache.push();
+            self.vops(&mut l, body)?;
+            self.cache.pop();
+            l.cache.clear();
+        }
+        self.env[e.0 as usize] = outer;
+        self.close_vector_loop(pos_var, header, exit, pos, step);
+        self.merge_lanes(&mut l, v, &copies)?;
+        // The scalar tail.
+        let frame = self.open_loop_in(e, Some((main_end, end)));
+        self.ops(body)?;
+        self.close_loop(frame);
+        Ok(())
+    }
+
+    /// Merges the copies and the lanes of the states into the scalar states.
+    fn merge_lanes(
+        &mut self,
+        l: &mut Lanes,
+        v: &VectorLoop,
+        copies: &[HashMap<VarId, Variable>],
+    ) -> Result<(), CodegenError> {
+        if v.states.is_empty() {
+            return Ok(());
+        }
+        // Lane variables of the merge: states, twins, and its temporaries.
+        let mut merge_vars: Vec<VarId> = v.states.iter().flat_map(|s| [s.0, s.1]).collect();
+        sets_in(&v.merge, &mut merge_vars);
+        let mut mask = vec![false; self.var_count()];
+        for var in &merge_vars {
+            mask[var.0 as usize] = true;
+        }
+        l.vary = passfold_dsl::vector::varying(self.k, l.index, &mask);
+        let mut base: HashMap<VarId, Variable> = copies[0].clone();
+        for &var in &merge_vars {
+            if !base.contains_key(&var) {
+                let x = self.b.declare_var(l.vty);
+                let zero = self.vconst(l, 0.0);
+                self.b.def_var(x, zero);
+                base.insert(var, x);
+            }
+        }
+        let twin_var = |base: &HashMap<VarId, Variable>, twin: VarId| base[&twin];
+        // Copies into copy 0.
+        for copy in &copies[1..] {
+            for s in &v.states {
+                let x = self.b.use_var(copy[&s.0]);
+                self.b.def_var(twin_var(&base, s.1), x);
+            }
+            l.vars = base.clone();
+            self.cache.push();
+            self.vops(l, &v.merge)?;
+            self.cache.pop();
+            l.cache.clear();
+        }
+        // Lanes into lane 0.
+        let mut shift = l.width / 2;
+        while shift > 0 {
+            for s in &v.states {
+                let x = self.b.use_var(base[&s.0]);
+                let moved = self.shift_lanes(l, x, shift);
+                self.b.def_var(twin_var(&base, s.1), moved);
+            }
+            l.vars = base.clone();
+            self.cache.push();
+            self.vops(l, &v.merge)?;
+            self.cache.pop();
+            l.cache.clear();
+            shift /= 2;
+        }
+        for s in &v.states {
+            let x = self.b.use_var(base[&s.0]);
+            let lane0 = self.b.ins().extractlane(x, 0);
+            self.set_var(s.0, lane0);
+        }
+        Ok(())
+    }
+
+    /// A reduction over its last axis as vector code, the other axes as
+    /// scalar loops around it; `None` when the planner's rules reject it.
+    pub(crate) fn vector_reduce(
+        &mut self,
+        h: Handle<Node>,
+        op: ReduceOp,
+        axes: &[ExtentId],
+        arg: Handle<Node>,
+    ) -> Result<Option<Value>, CodegenError> {
+        let Ok((elem, width, unroll)) = passfold_dsl::vector::vectorize_reduce(self.k, h) else {
+            return Ok(None);
+        };
+        let Some((&last, outer_axes)) = axes.split_last() else {
+            return Ok(None);
+        };
+        let vary = passfold_dsl::vector::varying(self.k, last, &[]);
+        let mut l = Lanes::new(last, elem, vary);
+        let identity = match op {
+            ReduceOp::Max => f64::NEG_INFINITY,
+            ReduceOp::Min => f64::INFINITY,
+            _ => 0.0,
+        };
+        let combine = |em: &mut Self, a: Value, b: Value| match op {
+            ReduceOp::Max => em.b.ins().fmax(a, b),
+            ReduceOp::Min => em.b.ins().fmin(a, b),
+            _ => em.b.ins().fadd(a, b),
+        };
+        let accs: Vec<Variable> = (0..unroll)
+            .map(|_| {
+                let x = self.b.declare_var(l.vty);
+                let init = self.vconst(&l, identity);
+                self.b.def_var(x, init);
+                x
+            })
+            .collect();
+        let tail_acc = self.b.declare_var(crate::emit::clif_type(elem));
+        let init = self.float_const(elem, identity);
+        self.b.def_var(tail_acc, init);
+        let frames: Vec<_> = outer_axes.iter().map(|&e| self.open_loop(e)).collect();
+        let step = width as i64 * unroll as i64;
+        let (start, end, main_end) = self.vector_range(last, None, step);
+        let (pos_var, header, exit, pos) = self.open_vector_loop(start, main_end);
+        let outer = self.env[last.0 as usize];
+        for (u, &acc) in accs.iter().enumerate() {
+            let p = self.b.ins().iadd_imm_s(pos, u as i64 * width as i64);
+            self.env[last.0 as usize] = Some(p);
+            self.cache.push();
+            let x = self.vvalue(&mut l, arg)?;
+            self.cache.pop();
+            l.cache.clear();
+            let old = self.b.use_var(acc);
+            let new = combine(self, old, x);
+            self.b.def_var(acc, new);
+        }
+        self.env[last.0 as usize] = outer;
+        self.close_vector_loop(pos_var, header, exit, pos, step);
+        let frame = self.open_loop_in(last, Some((main_end, end)));
+        let x = self.value(arg)?;
+        let old = self.b.use_var(tail_acc);
+        let new = combine(self, old, x);
+        self.b.def_var(tail_acc, new);
+        self.close_loop(frame);
+        for frame in frames.into_iter().rev() {
+            self.close_loop(frame);
+        }
+        let mut total = self.b.use_var(accs[0]);
+        for &acc in &accs[1..] {
+            let x = self.b.use_var(acc);
+            total = combine(self, total, x);
+        }
+        let mut shift = width / 2;
+        while shift > 0 {
+            let moved = self.shift_lanes(&l, total, shift);
+            total = combine(self, total, moved);
+            shift /= 2;
+        }
+        let lane0 = self.b.ins().extractlane(total, 0);
+        let tail = self.b.use_var(tail_acc);
+        Ok(Some(combine(self, lane0, tail)))
+    }
+}
+
+fn sets_in(ops: &[Op], out: &mut Vec<VarId>) {
+    for op in ops {
+        match op {
+            Op::Loop { body, .. } => sets_in(body, out),
+            Op::If { then, .. } => sets_in(then, out),
+            Op::Set { var, .. } => {
+                if !out.contains(var) {
+                    out.push(*var)
+                }
+            }
+            Op::Store { .. } => {}
+        }
+    }
+}
