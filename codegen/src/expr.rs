@@ -172,6 +172,7 @@ impl Emitter<'_, '_> {
             let fb = &mut self.b;
             match op {
                 UnOp::Exp => return Ok(crate::vmath::exp(fb, f, x)),
+                UnOp::ExpNonPos => return Ok(crate::vmath::exp_nonpositive(fb, f, x)),
                 UnOp::Log => return Ok(crate::vmath::log(fb, f, x)),
                 UnOp::Log1p => return Ok(crate::vmath::log1p(fb, f, x)),
                 UnOp::Expm1 => return Ok(crate::vmath::expm1(fb, f, x)),
@@ -187,6 +188,7 @@ impl Emitter<'_, '_> {
             UnOp::Not => return Err(self.unsupported(h, "`!` on a number")),
             UnOp::Exp => call(self, MathFn::Exp),
             UnOp::Exp2 => call(self, MathFn::Exp2),
+            UnOp::ExpNonPos => call(self, MathFn::Exp),
             UnOp::Round => self.b.ins().nearest(x),
             UnOp::Log => call(self, MathFn::Log),
             UnOp::Log1p => call(self, MathFn::Log1p),

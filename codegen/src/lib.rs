@@ -117,3 +117,17 @@ pub fn lower(plan: &Plan, isa: &dyn TargetIsa) -> Result<Lowered, CodegenError> 
 pub fn clif_text(plan: &Plan, isa: &dyn TargetIsa) -> Result<String, CodegenError> {
     Ok(lower(plan, isa)?.func.display().to_string())
 }
+
+/// The machine code of `plan`'s function for `isa`, as Cranelift's
+/// register-allocated listing (`passfold clif --asm`): what to read when a
+/// change should have removed spills or instructions.
+pub fn asm_text(plan: &Plan, isa: &dyn TargetIsa) -> Result<String, CodegenError> {
+    let func = lower(plan, isa)?.func;
+    let mut ctx = cranelift_codegen::Context::for_function(func);
+    ctx.set_disasm(true);
+    let mut ctrl = cranelift_codegen::control::ControlPlane::default();
+    let code = ctx
+        .compile(isa, &mut ctrl)
+        .map_err(|e| CodegenError::Isa(format!("{:?}", e.inner)))?;
+    Ok(code.vcode.clone().unwrap_or_default())
+}

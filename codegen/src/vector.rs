@@ -154,21 +154,25 @@ impl Emitter<'_, '_> {
             }
             Node::Unary(op, a) => {
                 let x = self.vvalue(l, *a)?;
-                self.vunary(l, h, *op, x, ty)?
+                self.vunary(l, *op, x)?
             }
             Node::Binary(op, a, b) => {
                 let x = self.vvalue(l, *a)?;
                 let y = self.vvalue(l, *b)?;
-                let ins = self.b.ins();
                 match op {
-                    BinOp::Add => ins.fadd(x, y),
-                    BinOp::Sub => ins.fsub(x, y),
-                    BinOp::Mul => ins.fmul(x, y),
-                    BinOp::Div => ins.fdiv(x, y),
-                    BinOp::Min => ins.fmin(x, y),
-                    BinOp::Max => ins.fmax(x, y),
-                    BinOp::And => ins.band(x, y),
-                    BinOp::Or => ins.bor(x, y),
+                    BinOp::Min => self.vmin_max(l, false, x, y),
+                    BinOp::Max => self.vmin_max(l, true, x, y),
+                    _ => {
+                        let ins = self.b.ins();
+                        match op {
+                            BinOp::Add => ins.fadd(x, y),
+                            BinOp::Sub => ins.fsub(x, y),
+                            BinOp::Mul => ins.fmul(x, y),
+                            BinOp::Div => ins.fdiv(x, y),
+                            BinOp::And => ins.band(x, y),
+                            _ => ins.bor(x, y),
+                        }
+                    }
                 }
             }
             Node::Cmp(op, a, b) => {
@@ -193,7 +197,11 @@ impl Emitter<'_, '_> {
             Node::Powf(a, p) => {
                 let x = self.vvalue(l, *a)?;
                 let p = f64::from_bits(*p);
-                let p = if ty == ScalarType::F32 { p as f32 as f64 } else { p };
+                let p = if ty == ScalarType::F32 {
+                    p as f32 as f64
+                } else {
+                    p
+                };
                 if p == 2.0 {
                     self.b.ins().fmul(x, x)
                 } else if p == 1.0 {
@@ -214,6 +222,78 @@ impl Emitter<'_, '_> {
                 return Err(self.vunsupported(h, "a varying index value or reduction"));
             }
         })
+    }
+
+    /// NaN-propagating `max(x, y)` (or `min`) in three instructions
+    /// (`x < y ? y : x`, which keeps a NaN `x`, then a NaN `y` chosen by an
+    /// unordered compare) instead of Cranelift's eight-instruction `fmax`,
+    /// which also orders `-0 < +0`: here `max(-0, +0)` may be either zero,
+    /// as `f32::max` allows.
+    pub(crate) fn vmin_max(&mut self, l: &Lanes, max: bool, x: Value, y: Value) -> Value {
+        let cc = if max {
+            FloatCC::LessThan
+        } else {
+            FloatCC::GreaterThan
+        };
+        let pick_y = self.b.ins().fcmp(cc, x, y);
+        let r = self.vselect(l, pick_y, y, x);
+        let y_nan = self.b.ins().fcmp(FloatCC::Unordered, y, y);
+        self.vselect(l, y_nan, y, r)
+    }
+
+    /// Round to nearest, ties to even, without SSE4.1: `(|x| + 2^p) - 2^p`
+    /// with `x`'s sign for `|x| < 2^p` (`p` = 23 or 52), where floats may
+    /// have a fraction; `x` itself above (already an integer), for
+    /// infinities and for NaN.
+    fn vround(&mut self, l: &Lanes, x: Value) -> Value {
+        let big = if l.elem == ScalarType::F64 {
+            2f64.powi(52)
+        } else {
+            2f64.powi(23)
+        };
+        let ax = self.b.ins().fabs(x);
+        let m = self.vconst(l, big);
+        let up = self.b.ins().fadd(ax, m);
+        let r = self.b.ins().fsub(up, m);
+        // x's sign on the non-negative r (`fcopysign` has no x86-64 vector lowering).
+        let sign_bit = if l.elem == ScalarType::F64 {
+            self.b.ins().iconst(types::I64, i64::MIN)
+        } else {
+            self.b.ins().iconst(types::I32, i64::from(0x8000_0000u32))
+        };
+        let sign_bit = self.b.ins().splat(l.mty, sign_bit);
+        let xi = self.b.ins().bitcast(l.mty, bitcast_flags(), x);
+        let sign = self.b.ins().band(xi, sign_bit);
+        let ri = self.b.ins().bitcast(l.mty, bitcast_flags(), r);
+        let ri = self.b.ins().bor(ri, sign);
+        let r = self.b.ins().bitcast(l.vty, bitcast_flags(), ri);
+        let small = self.b.ins().fcmp(FloatCC::LessThan, ax, m);
+        self.vselect(l, small, r, x)
+    }
+
+    /// `2^x` as `e^(f·ln 2)·2^n` with `n = round(x)` (magic-bias rounding
+    /// after clamping `x` to where `2^x` is 0 or `+inf` anyway) and
+    /// `f = x - n ∈ [-½, ½]`: exact powers of two for integer `x` (the
+    /// exponent differences of the Two-Pass accumulator), about 1 ULP
+    /// otherwise; `2^-inf = 0`, `2^+inf = +inf`, NaN → NaN.
+    fn vexp2(&mut self, l: &Lanes, x: Value) -> Value {
+        let (bound, magic) = if l.elem == ScalarType::F64 {
+            (2200.0, 1.5 * 2f64.powi(52))
+        } else {
+            (300.0, 1.5 * 2f64.powi(23))
+        };
+        let lo = self.vconst(l, -bound);
+        let hi = self.vconst(l, bound);
+        let x = self.vmin_max(l, true, x, lo);
+        let x = self.vmin_max(l, false, x, hi);
+        let m = self.vconst(l, magic);
+        let biased = self.b.ins().fadd(x, m);
+        let n = self.b.ins().fsub(biased, m);
+        let f = self.b.ins().fsub(x, n);
+        let ln2 = self.vconst(l, std::f64::consts::LN_2);
+        let t = self.b.ins().fmul(f, ln2);
+        let e = vmath::exp(&mut self.b, self.features, t);
+        vmath::scale_by_pow2(&mut self.b, self.features, e, n)
     }
 
     /// `mask ? x : y` lane by lane; `mask` is a lane mask.
@@ -238,14 +318,7 @@ impl Emitter<'_, '_> {
         Ok(out)
     }
 
-    fn vunary(
-        &mut self,
-        l: &Lanes,
-        h: Handle<Node>,
-        op: UnOp,
-        x: Value,
-        ty: ScalarType,
-    ) -> Result<Value, CodegenError> {
+    fn vunary(&mut self, l: &Lanes, op: UnOp, x: Value) -> Result<Value, CodegenError> {
         let f = self.features;
         let fb = &mut self.b;
         Ok(match op {
@@ -255,6 +328,7 @@ impl Emitter<'_, '_> {
             UnOp::Sqrt => fb.ins().sqrt(x),
             UnOp::Rsqrt => vmath::rsqrt(fb, f, x),
             UnOp::Exp => vmath::exp(fb, f, x),
+            UnOp::ExpNonPos => vmath::exp_nonpositive(fb, f, x),
             UnOp::Log => vmath::log(fb, f, x),
             UnOp::Log1p => vmath::log1p(fb, f, x),
             UnOp::Expm1 => vmath::expm1(fb, f, x),
@@ -271,9 +345,8 @@ impl Emitter<'_, '_> {
                 let neg_or_x = self.vselect(l, lt, minus_one, x);
                 self.vselect(l, gt, one, neg_or_x)
             }
-            UnOp::Round | UnOp::Exp2 => {
-                self.per_lane(l, x, |em, s| em.scalar_unary(h, op, s, ty))?
-            }
+            UnOp::Exp2 => self.vexp2(l, x),
+            UnOp::Round => self.vround(l, x),
         })
     }
 
@@ -367,7 +440,12 @@ impl Emitter<'_, '_> {
         };
         let n = self.b.ins().isub(end, start);
         let n = self.b.ins().smax(n, zero);
-        let whole = self.b.ins().band_imm_s(n, -step);
+        let whole = if step > 0 && step & (step - 1) == 0 {
+            self.b.ins().band_imm_s(n, -step)
+        } else {
+            let rest = self.b.ins().urem_imm_u(n, step);
+            self.b.ins().isub(n, rest)
+        };
         let main_end = self.b.ins().iadd(start, whole);
         (start, end, main_end)
     }
@@ -378,7 +456,12 @@ impl Emitter<'_, '_> {
         &mut self,
         start: Value,
         main_end: Value,
-    ) -> (Variable, cranelift_codegen::ir::Block, cranelift_codegen::ir::Block, Value) {
+    ) -> (
+        Variable,
+        cranelift_codegen::ir::Block,
+        cranelift_codegen::ir::Block,
+        Value,
+    ) {
         let var = self.b.declare_var(types::I64);
         self.b.def_var(var, start);
         let header = self.b.create_block();
@@ -575,10 +658,20 @@ impl Emitter<'_, '_> {
             ReduceOp::Min => f64::INFINITY,
             _ => 0.0,
         };
-        let combine = |em: &mut Self, a: Value, b: Value| match op {
-            ReduceOp::Max => em.b.ins().fmax(a, b),
-            ReduceOp::Min => em.b.ins().fmin(a, b),
-            _ => em.b.ins().fadd(a, b),
+        let vty = l.vty;
+        let combine = |em: &mut Self, a: Value, b: Value| {
+            let vector = em.b.func.dfg.value_type(a) == vty;
+            match op {
+                ReduceOp::Max if vector => {
+                    em.vmin_max(&Lanes::new(last, elem, Vec::new()), true, a, b)
+                }
+                ReduceOp::Min if vector => {
+                    em.vmin_max(&Lanes::new(last, elem, Vec::new()), false, a, b)
+                }
+                ReduceOp::Max => em.b.ins().fmax(a, b),
+                ReduceOp::Min => em.b.ins().fmin(a, b),
+                _ => em.b.ins().fadd(a, b),
+            }
         };
         let accs: Vec<Variable> = (0..unroll)
             .map(|_| {

@@ -537,6 +537,7 @@ fn unary(op: UnOp, x: f64, ty: ScalarType, precision: Precision) -> f64 {
             UnOp::Sign => math::sign(x) as f32,
             UnOp::Round => v.round_ties_even(),
             UnOp::Exp2 => v.exp2(),
+            UnOp::ExpNonPos => v.exp(),
         };
         return r as f64;
     }
@@ -556,6 +557,7 @@ fn unary(op: UnOp, x: f64, ty: ScalarType, precision: Precision) -> f64 {
         UnOp::Sign => math::sign(x),
         UnOp::Round => x.round_ties_even(),
         UnOp::Exp2 => x.exp2(),
+        UnOp::ExpNonPos => x.exp(),
     }
 }
 

@@ -311,6 +311,10 @@ pub enum UnOp {
     Round,
     /// `2^x`.
     Exp2,
+    /// `e^x` for an `x` the planner proved `≤ 0` (or NaN): the shifted
+    /// arguments of softmax-like kernels (see [`crate::bounds`]). The same
+    /// value as [`UnOp::Exp`]; code generators may use a leaner `exp`.
+    ExpNonPos,
 }
 
 /// Element-wise binary operations.

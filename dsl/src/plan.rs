@@ -93,11 +93,12 @@ impl Plan {
 pub fn plan(kernel: &Kernel, opts: PlanOptions) -> Plan {
     let mut plan = plan_loops(kernel, opts);
     plan.scalar = opts.scalar;
+    let mut rw = crate::rules::Rewriter::new(&plan.kernel);
+    crate::bounds::mark_nonpositive_exps(&mut rw, &mut plan.program);
     if !opts.scalar {
-        let mut rw = crate::rules::Rewriter::new(&plan.kernel);
         crate::vector::annotate(&mut rw, &mut plan.program);
-        plan.kernel = rw.finish();
     }
+    plan.kernel = rw.finish();
     plan
 }
 

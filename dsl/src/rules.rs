@@ -444,6 +444,35 @@ impl Rewriter {
     }
 }
 
+/// Whether some statement reads, outside any reduction, an `exp` node that
+/// `arg` contains (the softmax output reading the normalizer's terms).
+fn exp_reread(rw: &Rewriter, arg: Handle<Node>) -> bool {
+    let k = &rw.kernel;
+    let exps: std::collections::HashSet<Handle<Node>> = crate::fuse::subtree(k, arg)
+        .into_iter()
+        .filter(|&n| matches!(k.nodes[n], Node::Unary(UnOp::Exp, _)))
+        .collect();
+    if exps.is_empty() {
+        return false;
+    }
+    k.stmts.iter().any(|stmt| {
+        let mut stack = vec![stmt.value];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(h) = stack.pop() {
+            if !seen.insert(h) {
+                continue;
+            }
+            if exps.contains(&h) {
+                return true;
+            }
+            if !matches!(k.nodes[h], Node::Reduce { .. }) {
+                stack.extend(k.nodes[h].operands());
+            }
+        }
+        false
+    })
+}
+
 /// Chooses the accumulator of a top-level reduction and the earliest phase
 /// it can run in.
 #[allow(clippy::too_many_arguments)]
@@ -484,9 +513,21 @@ pub fn choose(
             && free_of_deps(rw, q)
             && rw.free(q) & vmask == 0
         {
-            if opts.reload == crate::fuse::Reload::Reload {
+            // Cost model (measured with `passfold bench`, see
+            // `fuse::Reload`): when an element-wise statement reads the same
+            // exp(q - m) again, summing it after `m` is final and reloading
+            // it (one exp per element, one more sweep over a row-sized
+            // buffer) beats the running max (two exps per element plus the
+            // rescaling), in cache and out of it.
+            let reread = opts.reload == crate::fuse::Reload::Auto && exp_reread(rw, arg);
+            if opts.reload == crate::fuse::Reload::Reload || reread {
+                let why = if reread {
+                    "cost model: an output statement reads the same exp again, and one exp per element and a reload cost less than a running max and two exps"
+                } else {
+                    "reload asked"
+                };
                 rw.rules.push(format!(
-                    "exp-shift not applied to `{who}`: reload asked, so it sums exp(q - {m_name}) after `{m_name}` is final and the output sweep can reload it"
+                    "exp-shift not applied to `{who}`: {why}, so it sums exp(q - {m_name}) after `{m_name}` is final and the output sweep can reload it"
                 ));
                 return (Accumulator::Plain { op, arg }, phase + 1);
             }
@@ -1094,8 +1135,9 @@ pub fn emit_accumulator(
                 let new_max = state.hoist(rw, &mut update, new_max, &format!("{name}.new"));
                 let moved = rw.add(Node::Cmp(CmpOp::Ne, new_max, cur), ScalarType::Bool);
                 let rescale_var = state.program.var(format!("{name}.rescale"), ty);
+                // old - max(old, x) ≤ 0 (or NaN).
                 let diff = rw.bin(BinOp::Sub, cur, new_max);
-                let e = rw.un(UnOp::Exp, diff);
+                let e = rw.un(UnOp::ExpNonPos, diff);
                 let rescale = rw.var(rescale_var, ty);
                 update.push(Op::If {
                     cond: moved,
@@ -1160,8 +1202,9 @@ pub fn emit_accumulator(
             let neg_inf = rw.float(f64::NEG_INFINITY, ty);
             let empty = rw.eq(q, neg_inf);
             let zero = rw.float(0.0, ty);
+            // The committed max has absorbed q: q - max ≤ 0 (or NaN).
             let shifted = rw.bin(BinOp::Sub, q, current);
-            let e = rw.un(UnOp::Exp, shifted);
+            let e = rw.un(UnOp::ExpNonPos, shifted);
             let e = rw.select(empty, zero, e);
             let e = state.hoist(rw, &mut update, e, &format!("{name}.exp"));
             let p = rw.replace(p, &state.hoisted);

@@ -190,6 +190,7 @@ pub fn unop_name(op: UnOp) -> &'static str {
         UnOp::Sign => "sign",
         UnOp::Round => "round",
         UnOp::Exp2 => "exp2",
+        UnOp::ExpNonPos => "exp.nonpos",
     }
 }
 

@@ -141,7 +141,10 @@ fn check_value(
                     kernel.extent(index).name
                 ));
             }
-            Node::Load { tensor, index: subs } => {
+            Node::Load {
+                tensor,
+                index: subs,
+            } => {
                 let t = kernel.tensor(*tensor);
                 float(ty)?;
                 let last = subs.len().checked_sub(1);
@@ -151,7 +154,9 @@ fn check_value(
                         Index::Affine(a) if Some(d) == last => {
                             let exact = *a == t.dims[d].0;
                             if a.as_var() != Some(index) || !exact {
-                                let what = if a.terms.iter().any(|&(e, _)| e == index) && a.as_var().is_none() {
+                                let what = if a.terms.iter().any(|&(e, _)| e == index)
+                                    && a.as_var().is_none()
+                                {
                                     "a shifted or scaled"
                                 } else {
                                     "a strided"
@@ -219,11 +224,17 @@ fn unroll_for(transcendental: bool) -> u32 {
 
 /// Whether the reduction `h` (a `Node::Reduce`) can run as vector code over
 /// its last axis; returns its element type, unroll and lanes, or the reason.
-pub fn vectorize_reduce(kernel: &Kernel, h: Handle<Node>) -> Result<(ScalarType, u32, u32), String> {
+pub fn vectorize_reduce(
+    kernel: &Kernel,
+    h: Handle<Node>,
+) -> Result<(ScalarType, u32, u32), String> {
     let Node::Reduce { op, axes, arg } = &kernel.nodes[h] else {
         return Err("not a reduction".into());
     };
-    if !matches!(op, ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Max | ReduceOp::Min) {
+    if !matches!(
+        op,
+        ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Max | ReduceOp::Min
+    ) {
         return Err("a top-k reduction".into());
     }
     let ty = kernel.ty(h);
@@ -362,7 +373,11 @@ fn check_ops(
     Ok(())
 }
 
-fn float_var(kernel: &Kernel, value: Handle<Node>, elem: &mut Option<ScalarType>) -> Result<(), String> {
+fn float_var(
+    kernel: &Kernel,
+    value: Handle<Node>,
+    elem: &mut Option<ScalarType>,
+) -> Result<(), String> {
     let ty = kernel.ty(value);
     if !ty.is_float() {
         return Err(format!("a `{ty}` variable or store"));
@@ -479,10 +494,7 @@ pub fn vectorize_loop(
     let Some(elem) = elem else {
         return Err("no float value varies with the index".into());
     };
-    if set
-        .iter()
-        .any(|v| program.vars[v.0 as usize].ty != elem)
-    {
+    if set.iter().any(|v| program.vars[v.0 as usize].ty != elem) {
         return Err("a variable of another type".into());
     }
     // Twins and merges, as for splitting the sweep.

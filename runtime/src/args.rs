@@ -220,7 +220,63 @@ impl<'a> Frame<'a> {
     }
 }
 
-/// Allocates zeroed scratch for every temporary and points `tensors` at it.
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        for buf in self._temps.drain(..) {
+            give_back(buf);
+        }
+    }
+}
+
+/// Scratch buffers kept for later calls on this thread: a fresh buffer of
+/// tens of megabytes costs thousands of page faults (more than the kernel
+/// that uses it), so buffers are reused. At most [`POOL_BUFFERS`] buffers
+/// and [`POOL_BYTES`] bytes per thread are kept.
+const POOL_BUFFERS: usize = 8;
+const POOL_BYTES: usize = 1 << 30;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Vec<u64>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A scratch buffer of `words` words: a pooled one if one is large enough
+/// (its contents are whatever an earlier kernel left there, plain numbers
+/// every plan writes before it reads), else a new zeroed one.
+fn take_buffer(words: usize) -> Option<Vec<u64>> {
+    let pooled = POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.len() >= words)
+            .min_by_key(|(_, b)| b.len())
+            .map(|(i, _)| i)?;
+        Some(pool.swap_remove(best))
+    });
+    if let Some(mut buf) = pooled {
+        buf.truncate(words);
+        return Some(buf);
+    }
+    let mut buf: Vec<u64> = Vec::new();
+    buf.try_reserve_exact(words).ok()?;
+    buf.resize(words, 0);
+    Some(buf)
+}
+
+fn give_back(buf: Vec<u64>) {
+    if buf.is_empty() {
+        return;
+    }
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let bytes: usize = pool.iter().map(|b| b.capacity() * 8).sum();
+        if pool.len() < POOL_BUFFERS && bytes + buf.capacity() * 8 <= POOL_BYTES {
+            pool.push(buf);
+        }
+    });
+}
+
+/// Allocates scratch for every temporary and points `tensors` at it.
 fn alloc_temps(
     kernel: &Kernel,
     layouts: &[Layout],
@@ -239,12 +295,10 @@ fn alloc_temps(
             .and_then(|n| n.checked_mul(tensor.ty.size_bytes()))
             .ok_or_else(too_large)?;
         let words = bytes.div_ceil(8);
-        let mut buf: Vec<u64> = Vec::new();
-        buf.try_reserve_exact(words).map_err(|_| CallError::Alloc {
+        let mut buf = take_buffer(words).ok_or_else(|| CallError::Alloc {
             tensor: tensor.name.clone(),
             bytes,
         })?;
-        buf.resize(words, 0);
         tensors[t] = buf.as_mut_ptr() as *mut u8;
         temps.push(buf);
     }

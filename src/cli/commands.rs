@@ -126,11 +126,11 @@ pub fn plan(args: &KernelArgs, json: bool) -> Result<bool> {
 }
 
 /// `passfold clif`.
-pub fn clif(args: &KernelArgs, target: &str) -> Result<bool> {
+pub fn clif(args: &KernelArgs, target: &str, asm: bool) -> Result<bool> {
     let Some(l) = load(args)? else {
         return Ok(false);
     };
-    let text = super::exec::clif_text(&l.plan, target)?;
+    let text = super::exec::clif_text(&l.plan, target, asm)?;
     if text.is_empty() {
         bail!("no code generated");
     }

@@ -120,7 +120,7 @@ pub fn call_threads(
 }
 
 /// The CLIF text of a plan for `target` (`host`, `x86_64`, `aarch64`).
-pub fn clif_text(plan: &Plan, target: &str) -> Result<String> {
+pub fn clif_text(plan: &Plan, target: &str, asm: bool) -> Result<String> {
     let isa = match target {
         "host" => passfold_codegen::host_isa(&Default::default()),
         "x86_64" => passfold_codegen::isa_for("x86_64-unknown-linux-gnu", false),
@@ -128,5 +128,8 @@ pub fn clif_text(plan: &Plan, target: &str) -> Result<String> {
         other => bail!("unknown target `{other}`: use host, x86_64 or aarch64"),
     }
     .map_err(|e| anyhow!("{e}"))?;
+    if asm {
+        return passfold_codegen::asm_text(plan, &*isa).map_err(|e| anyhow!("{e}"));
+    }
     passfold_codegen::clif_text(plan, &*isa).map_err(|e| anyhow!("{e}"))
 }

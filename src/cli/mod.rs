@@ -78,6 +78,9 @@ pub enum Command {
         /// `host`, `x86_64` (baseline flags) or `aarch64`.
         #[arg(long, default_value = "host")]
         target: String,
+        /// Print the machine code (Cranelift's register-allocated listing) instead.
+        #[arg(long)]
+        asm: bool,
     },
     /// Run a kernel on `.npy` inputs and write `.npy` outputs.
     Run {
@@ -164,7 +167,11 @@ pub fn execute(command: Command) -> Result<bool> {
         Command::Check(k) => commands::check(&k),
         Command::Ir(k) => commands::ir(&k),
         Command::Plan { kernel, json } => commands::plan(&kernel, json),
-        Command::Clif { kernel, target } => commands::clif(&kernel, &target),
+        Command::Clif {
+            kernel,
+            target,
+            asm,
+        } => commands::clif(&kernel, &target, asm),
         Command::Run {
             kernel,
             inputs,

@@ -211,7 +211,11 @@ pub fn check_args(
                 "{} plan, {}{}",
                 if unfused { "unfused" } else { "fused" },
                 if float.is_some() { "f64" } else { "f32" },
-                if scalar { ", scalar code" } else { ", vector code" }
+                if scalar {
+                    ", scalar code"
+                } else {
+                    ", vector code"
+                }
             );
             let compiled = passfold_runtime::compile(&plan)
                 .map_err(|e| format!("{label}: the JIT refuses a checked kernel: {e}"))?;
