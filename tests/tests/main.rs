@@ -11,3 +11,4 @@ mod interp;
 mod ir_snapshots;
 mod planner;
 mod random_kernels;
+mod vector;
