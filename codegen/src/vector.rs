@@ -593,11 +593,11 @@ impl Emitter<'_, '_> {
         l.vary = passfold_dsl::vector::varying(self.k, l.index, &mask);
         let mut base: HashMap<VarId, Variable> = copies[0].clone();
         for &var in &merge_vars {
-            if !base.contains_key(&var) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = base.entry(var) {
                 let x = self.b.declare_var(l.vty);
                 let zero = self.vconst(l, 0.0);
                 self.b.def_var(x, zero);
-                base.insert(var, x);
+                slot.insert(x);
             }
         }
         let twin_var = |base: &HashMap<VarId, Variable>, twin: VarId| base[&twin];
