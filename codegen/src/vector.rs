@@ -58,6 +58,8 @@ pub(crate) struct Lanes {
     pub mask: Option<Value>,
     /// Vector values computed in the current op.
     pub cache: HashMap<usize, Value>,
+    /// Broadcasts of loop-invariant operands, computed once before the loop.
+    pub invariant: HashMap<usize, Value>,
 }
 
 fn bitcast_flags() -> MemFlagsData {
@@ -86,6 +88,7 @@ impl Lanes {
             vars: HashMap::new(),
             mask: None,
             cache: HashMap::new(),
+            invariant: HashMap::new(),
         }
     }
 }
@@ -100,15 +103,10 @@ impl Emitter<'_, '_> {
     /// The value of `h` for the lanes at the current position.
     pub(crate) fn vvalue(&mut self, l: &mut Lanes, h: Handle<Node>) -> Result<Value, CodegenError> {
         if !l.vary[h.index()] {
-            let s = self.value(h)?;
-            return Ok(match self.k.ty(h) {
-                ScalarType::Bool => {
-                    let lane = l.mty.lane_type();
-                    let m = self.b.ins().bmask(lane, s);
-                    self.b.ins().splat(l.mty, m)
-                }
-                _ => self.b.ins().splat(l.vty, s),
-            });
+            if let Some(&v) = l.invariant.get(&h.index()) {
+                return Ok(v);
+            }
+            return self.broadcast(l, h);
         }
         if let Some(&v) = l.cache.get(&h.index()) {
             return Ok(v);
@@ -116,6 +114,66 @@ impl Emitter<'_, '_> {
         let v = self.vnode(l, h)?;
         l.cache.insert(h.index(), v);
         Ok(v)
+    }
+
+    /// The scalar value of the uniform node `h` in every lane.
+    fn broadcast(&mut self, l: &Lanes, h: Handle<Node>) -> Result<Value, CodegenError> {
+        let s = self.value(h)?;
+        Ok(match self.k.ty(h) {
+            ScalarType::Bool => {
+                let lane = l.mty.lane_type();
+                let m = self.b.ins().bmask(lane, s);
+                self.b.ins().splat(l.mty, m)
+            }
+            _ => self.b.ins().splat(l.vty, s),
+        })
+    }
+
+    /// Broadcasts, before the loop, the uniform operands of the varying
+    /// nodes of `roots`, so the loop body does not recompute (or, when
+    /// registers run out, spill and reload) them every step. Only operands
+    /// that cannot fail are hoisted (no gathered loads, no reductions): the
+    /// loop may run zero times.
+    fn hoist_invariants(
+        &mut self,
+        l: &mut Lanes,
+        roots: &[Handle<Node>],
+    ) -> Result<(), CodegenError> {
+        let mut stack = roots.to_vec();
+        let mut seen = std::collections::HashSet::new();
+        let mut hoist = Vec::new();
+        while let Some(h) = stack.pop() {
+            if !seen.insert(h) {
+                continue;
+            }
+            if !l.vary[h.index()] {
+                if self.safe_to_hoist(h) {
+                    hoist.push(h);
+                }
+                continue;
+            }
+            stack.extend(self.k.nodes[h].operands());
+        }
+        hoist.sort_by_key(|h| h.index());
+        for h in hoist {
+            let v = self.broadcast(l, h)?;
+            l.invariant.insert(h.index(), v);
+        }
+        Ok(())
+    }
+
+    fn safe_to_hoist(&self, root: Handle<Node>) -> bool {
+        let mut stack = vec![root];
+        while let Some(h) = stack.pop() {
+            match &self.k.nodes[h] {
+                Node::Reduce { .. } => return false,
+                Node::Load { index, .. } if index.iter().any(|i| matches!(i, Index::Gather(_))) => {
+                    return false;
+                }
+                n => stack.extend(n.operands()),
+            }
+        }
+        true
     }
 
     fn vunsupported(&self, h: Handle<Node>, what: &str) -> CodegenError {
@@ -552,6 +610,9 @@ impl Emitter<'_, '_> {
             }
             copies.push(map);
         }
+        let mut roots = Vec::new();
+        op_roots(body, &mut roots);
+        self.hoist_invariants(&mut l, &roots)?;
         let (pos_var, header, exit, pos) = self.open_vector_loop(start, main_end);
         let outer = self.env[e.0 as usize];
         for (u, map) in copies.iter().enumerate() {
@@ -686,6 +747,7 @@ impl Emitter<'_, '_> {
         self.b.def_var(tail_acc, init);
         let frames: Vec<_> = outer_axes.iter().map(|&e| self.open_loop(e)).collect();
         let step = width as i64 * unroll as i64;
+        self.hoist_invariants(&mut l, &[arg])?;
         let (start, end, main_end) = self.vector_range(last, None, step);
         let (pos_var, header, exit, pos) = self.open_vector_loop(start, main_end);
         let outer = self.env[last.0 as usize];
@@ -725,6 +787,20 @@ impl Emitter<'_, '_> {
         let lane0 = self.b.ins().extractlane(total, 0);
         let tail = self.b.use_var(tail_acc);
         Ok(Some(combine(self, lane0, tail)))
+    }
+}
+
+/// The values, conditions included, of `ops`.
+fn op_roots(ops: &[Op], out: &mut Vec<Handle<Node>>) {
+    for op in ops {
+        match op {
+            Op::Loop { body, .. } => op_roots(body, out),
+            Op::If { cond, then } => {
+                out.push(*cond);
+                op_roots(then, out);
+            }
+            Op::Set { value, .. } | Op::Store { value, .. } => out.push(*value),
+        }
     }
 }
 
