@@ -37,6 +37,15 @@ pub(crate) fn clif_type(ty: ScalarType) -> Type {
     }
 }
 
+fn has_barrier(ops: &[Op]) -> bool {
+    ops.iter().any(|op| match op {
+        Op::Barrier => true,
+        Op::Loop { body, .. } => has_barrier(body),
+        Op::If { then, .. } => has_barrier(then),
+        _ => false,
+    })
+}
+
 /// Flags for loads of the call's argument arrays: aligned, in bounds, never written.
 pub(crate) fn arg_flags() -> MemFlagsData {
     MemFlagsData::trusted().with_readonly()
@@ -114,6 +123,11 @@ pub(crate) struct LoopFrame {
 pub(crate) struct Emitter<'k, 'f> {
     /// `rows[0]..rows[1]`: the range of the row index this call computes.
     rows: (Value, Value),
+    /// The `rows` argument (`rows[2]`, `rows[3]`: barrier counter and thread
+    /// count, read only by programs with barriers).
+    rows_arg: Value,
+    /// Barriers passed so far by this thread (programs with barriers).
+    barrier_gen: Option<Variable>,
     /// The plan's row index (`Plan::row_extent`), whose top-level loops take `rows`.
     row_extent: Option<ExtentId>,
     /// Loop nesting depth while lowering ops.
@@ -204,6 +218,8 @@ impl<'k, 'f> Emitter<'k, 'f> {
             vars: Vec::new(),
             var_types: Vec::new(),
             rows,
+            rows_arg,
+            barrier_gen: None,
             row_extent: None,
             depth: 0,
             features,
@@ -285,6 +301,12 @@ impl<'k, 'f> Emitter<'k, 'f> {
         self.var_types = plan.program.vars.iter().map(|v| v.ty).collect();
         self.row_extent = plan.row_extent();
         self.vector = !plan.scalar;
+        if has_barrier(&plan.program.body) {
+            let passed = self.b.declare_var(types::I64);
+            let zero = self.b.ins().iconst(types::I64, 0);
+            self.b.def_var(passed, zero);
+            self.barrier_gen = Some(passed);
+        }
         self.ops(&plan.program.body)?;
         let ok = self.b.ins().iconst(types::I32, 0);
         self.b.ins().return_(&[ok]);
@@ -298,6 +320,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
     pub(crate) fn ops(&mut self, ops: &[Op]) -> Result<(), CodegenError> {
         for op in ops {
             match op {
+                Op::Barrier => self.barrier(),
                 Op::Loop {
                     index,
                     body,
@@ -394,6 +417,52 @@ impl<'k, 'f> Emitter<'k, 'f> {
                 span: self.k.span(h),
             }),
         }
+    }
+
+    /// Waits until every thread of the call has passed as many barriers
+    /// as this one: `rows[2]` points to a counter every thread increments
+    /// once per barrier, `rows[3]` is the thread count; a null counter
+    /// (one thread) skips the wait.
+    fn barrier(&mut self) {
+        let Some(passed) = self.barrier_gen else {
+            return;
+        };
+        let flags = MemFlagsData::trusted();
+        let counter = self
+            .b
+            .ins()
+            .load(types::I64, arg_flags(), self.rows_arg, 16);
+        let threads = self
+            .b
+            .ins()
+            .load(types::I64, arg_flags(), self.rows_arg, 24);
+        let g = self.b.use_var(passed);
+        let g = self.b.ins().iadd_imm_s(g, 1);
+        self.b.def_var(passed, g);
+        let wait = self.b.create_block();
+        let spin = self.b.create_block();
+        let done = self.b.create_block();
+        self.b.ins().brif(counter, wait, &[], done, &[]);
+        self.b.switch_to_block(wait);
+        let one = self.b.ins().iconst(types::I64, 1);
+        self.b.ins().atomic_rmw(
+            types::I64,
+            flags,
+            cranelift_codegen::ir::AtomicRmwOp::Add,
+            counter,
+            one,
+        );
+        let target = self.b.ins().imul(g, threads);
+        self.b.ins().jump(spin, &[]);
+        self.b.switch_to_block(spin);
+        let now = self.b.ins().atomic_load(types::I64, flags, counter);
+        let behind = self.b.ins().icmp(
+            cranelift_codegen::ir::condcodes::IntCC::SignedLessThan,
+            now,
+            target,
+        );
+        self.b.ins().brif(behind, spin, &[], done, &[]);
+        self.b.switch_to_block(done);
     }
 
     /// The number of program variables.

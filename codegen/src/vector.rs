@@ -412,9 +412,9 @@ impl Emitter<'_, '_> {
     fn vops(&mut self, l: &mut Lanes, ops: &[Op]) -> Result<(), CodegenError> {
         for op in ops {
             match op {
-                Op::Loop { .. } => {
+                Op::Loop { .. } | Op::Barrier => {
                     return Err(CodegenError::Unsupported {
-                        what: "an inner loop in vector code".into(),
+                        what: "an inner loop or a barrier in vector code".into(),
                         span: Default::default(),
                     });
                 }
@@ -794,6 +794,7 @@ impl Emitter<'_, '_> {
 fn op_roots(ops: &[Op], out: &mut Vec<Handle<Node>>) {
     for op in ops {
         match op {
+            Op::Barrier => {}
             Op::Loop { body, .. } => op_roots(body, out),
             Op::If { cond, then } => {
                 out.push(*cond);
@@ -807,6 +808,7 @@ fn op_roots(ops: &[Op], out: &mut Vec<Handle<Node>>) {
 fn sets_in(ops: &[Op], out: &mut Vec<VarId>) {
     for op in ops {
         match op {
+            Op::Barrier => {}
             Op::Loop { body, .. } => sets_in(body, out),
             Op::If { then, .. } => sets_in(then, out),
             Op::Set { var, .. } => {

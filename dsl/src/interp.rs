@@ -278,6 +278,7 @@ impl Interp<'_> {
         use crate::lir::Op;
         for op in ops {
             match op {
+                Op::Barrier => {}
                 Op::Loop {
                     index, body, range, ..
                 } => {

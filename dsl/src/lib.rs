@@ -29,6 +29,7 @@ pub mod reorder;
 pub mod rules;
 pub mod split;
 pub mod text;
+pub mod threads;
 pub mod vector;
 pub mod verify;
 

@@ -44,7 +44,7 @@ fn process(rw: &mut Rewriter, program: &mut Program, ops: &mut Vec<Op>) {
             let roots: Vec<Handle<Node>> = match op {
                 Op::Set { value, .. } | Op::Store { value, .. } => vec![*value],
                 Op::If { cond, .. } => vec![*cond],
-                Op::Loop { .. } => Vec::new(),
+                Op::Loop { .. } | Op::Barrier => Vec::new(),
             };
             for r in roots {
                 collect(rw, r, index, &vars, &tensors, &mut found);
@@ -79,6 +79,7 @@ fn modified(ops: &[Op]) -> (HashSet<VarId>, HashSet<TensorId>) {
     let mut stack: Vec<&Op> = ops.iter().collect();
     while let Some(op) = stack.pop() {
         match op {
+            Op::Barrier => {}
             Op::Loop { body, .. } => stack.extend(body.iter()),
             Op::If { then, .. } => stack.extend(then.iter()),
             Op::Set { var, .. } => {
@@ -152,6 +153,7 @@ fn worth_it(rw: &Rewriter, h: Handle<Node>) -> bool {
 fn replace_all(rw: &mut Rewriter, ops: &mut [Op], map: &HashMap<Handle<Node>, Handle<Node>>) {
     for op in ops {
         match op {
+            Op::Barrier => {}
             Op::Loop { body, .. } => replace_all(rw, body, map),
             Op::If { cond, then } => {
                 *cond = rw.replace(*cond, map);

@@ -60,6 +60,9 @@ pub enum Op {
         /// Ops run when `cond` holds.
         then: Vec<Op>,
     },
+    /// Every thread of a split-row call waits here until all have arrived
+    /// (see [`crate::threads`]); a no-op for one thread.
+    Barrier,
     /// `tensor[index] = value`, each subscript a bound index variable.
     Store {
         /// The tensor written.
@@ -156,6 +159,7 @@ impl Program {
         let pad = "  ".repeat(depth);
         for op in ops {
             match op {
+                Op::Barrier => writeln!(f, "{pad}barrier")?,
                 Op::Loop {
                     index,
                     sweep,

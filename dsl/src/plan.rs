@@ -183,6 +183,7 @@ fn count_ops(kernel: &Kernel, ops: &[Op], axis: u64, inside: bool) -> usize {
     let mut n = 0;
     for op in ops {
         match op {
+            Op::Barrier => {}
             Op::Loop { index, body, .. } => {
                 let reads = body_reads_along(kernel, body, 1 << index.0);
                 let is_sweep = !inside && axis & (1 << index.0) != 0 && reads;
@@ -226,6 +227,7 @@ fn inline_sweep(kernel: &Kernel, value: crate::arena::Handle<Node>, axis: u64) -
 
 fn body_reads_along(kernel: &Kernel, ops: &[Op], along: u64) -> bool {
     ops.iter().any(|op| match op {
+        Op::Barrier => false,
         Op::Loop { body, .. } => body_reads_along(kernel, body, along),
         Op::If { cond, then } => {
             reads_input_along(kernel, *cond, along) || body_reads_along(kernel, then, along)
@@ -333,7 +335,7 @@ fn stores_ok(k: &Kernel, ops: &[Op], row: ExtentId) -> bool {
     ops.iter().all(|op| match op {
         Op::Loop { body, .. } => stores_ok(k, body, row),
         Op::If { then, .. } => stores_ok(k, then, row),
-        Op::Set { .. } => true,
+        Op::Set { .. } | Op::Barrier => true,
         Op::Store { tensor, index, .. } => {
             k.tensor(*tensor).kind == TensorKind::Temp || index.contains(&row)
         }

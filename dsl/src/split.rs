@@ -134,6 +134,7 @@ fn rename_ops(
 ) -> Vec<Op> {
     ops.iter()
         .map(|op| match op {
+            Op::Barrier => Op::Barrier,
             Op::Loop {
                 index,
                 sweep,

@@ -272,6 +272,7 @@ fn collect_vars(kernel: &Kernel, root: Handle<Node>, out: &mut Vec<VarId>) {
 fn reads_in(kernel: &Kernel, ops: &[Op], out: &mut Vec<VarId>) {
     for op in ops {
         match op {
+            Op::Barrier => {}
             Op::Loop { range, body, .. } => {
                 if let Some((a, b)) = range {
                     collect_vars(kernel, *a, out);
@@ -291,6 +292,7 @@ fn reads_in(kernel: &Kernel, ops: &[Op], out: &mut Vec<VarId>) {
 fn sets_in(ops: &[Op], out: &mut Vec<VarId>) {
     for op in ops {
         match op {
+            Op::Barrier => {}
             Op::Loop { body, .. } => sets_in(body, out),
             Op::If { then, .. } => sets_in(then, out),
             Op::Set { var, .. } => out.push(*var),
@@ -328,6 +330,7 @@ fn check_ops(
     for op in ops {
         match op {
             Op::Loop { .. } => return Err("an inner loop".into()),
+            Op::Barrier => return Err("a barrier".into()),
             Op::If { cond, then } => {
                 uses_ok(defined, *cond)?;
                 check_value(kernel, index, vary, elem, tr, *cond)?;
@@ -396,6 +399,7 @@ fn loads_match_stores(kernel: &Kernel, ops: &[Op], stores: &[(TensorId, Vec<Exte
     fn roots_of(ops: &[Op], out: &mut Vec<Handle<Node>>) {
         for op in ops {
             match op {
+                Op::Barrier => {}
                 Op::Loop { body, .. } => roots_of(body, out),
                 Op::If { cond, then } => {
                     out.push(*cond);

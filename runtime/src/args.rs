@@ -124,8 +124,10 @@ pub(crate) struct Frame<'a> {
     pub extents: Vec<i64>,
     pub params: Vec<f64>,
     /// `rows[0]..rows[1]`: the rows of `Plan::row_extent` this call computes
-    /// (clamped by the code to the extent).
-    pub rows: [i64; 2],
+    /// (clamped by the code to the extent); `rows[2]`: the address of the
+    /// barrier counter of a split-row call (0 otherwise), `rows[3]`: its
+    /// thread count.
+    pub rows: [i64; 4],
     /// Scratch memory of the temporaries, kept alive for the call.
     _temps: Vec<Vec<u64>>,
     _borrow: PhantomData<&'a mut ()>,
@@ -189,7 +191,7 @@ pub(crate) fn prepare<'a>(
         tensors,
         extents,
         params: params.to_vec(),
-        rows: [0, i64::MAX],
+        rows: [0, i64::MAX, 0, 1],
         _temps: temps,
         _borrow: PhantomData,
     })
@@ -213,10 +215,54 @@ impl<'a> Frame<'a> {
             tensors,
             extents: self.extents.clone(),
             params: self.params.clone(),
-            rows,
+            rows: [rows[0], rows[1], 0, 1],
             _temps: temps,
             _borrow: PhantomData,
         })
+    }
+}
+
+impl<'a> Frame<'a> {
+    /// The frames of a split-row call (`passfold_dsl::threads`): one per
+    /// thread, for `split` (the kernel with the hidden parameters, the slot
+    /// extent and the partial-state scratch appended), sharing the
+    /// arguments and every temporary; the first frame owns the temporaries.
+    pub fn split(
+        &self,
+        split: &Kernel,
+        threads: usize,
+        counter: *const std::sync::atomic::AtomicI64,
+    ) -> Result<Vec<Frame<'a>>, CallError> {
+        let mut extents = self.extents.clone();
+        extents.resize(split.extents.len(), threads as i64);
+        let mut layouts = Vec::with_capacity(split.tensors.len());
+        for t in &split.tensors {
+            layouts.push(
+                Layout::compute(t, &extents).ok_or_else(|| CallError::TooLarge {
+                    name: t.name.clone(),
+                })?,
+            );
+        }
+        let mut tensors = self.tensors.clone();
+        tensors.resize(split.tensors.len(), std::ptr::null_mut());
+        // Fresh scratch for every temporary: the original ones are shared by
+        // the threads (each writes its own chunk), the slots by index.
+        let temps = alloc_temps(split, &layouts, &mut tensors)?;
+        let mut frames = Vec::with_capacity(threads);
+        let mut temps = Some(temps);
+        for t in 0..threads {
+            let mut params = self.params.clone();
+            params.extend([t as f64, threads as f64]);
+            frames.push(Frame {
+                tensors: tensors.clone(),
+                extents: extents.clone(),
+                params,
+                rows: [0, i64::MAX, counter as i64, threads as i64],
+                _temps: temps.take().unwrap_or_default(),
+                _borrow: PhantomData,
+            });
+        }
+        Ok(frames)
     }
 }
 

@@ -153,6 +153,71 @@ impl JitCode {
     }
 }
 
+impl JitCode {
+    /// Runs a split-row kernel on `frames` (from [`Frame::split`], one per
+    /// thread, all sharing `counter`) on threads of their own, all at once:
+    /// the code waits at barriers for every thread, so the threads are
+    /// started only when all could be spawned, and never on a pool that
+    /// might run them one after another. Returns the first failing status,
+    /// or 0; `None` when the threads could not be spawned (nothing ran).
+    pub fn invoke_split(&self, frames: &mut [Frame<'_>]) -> Option<i32> {
+        use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+        let (first, rest) = frames.split_first_mut()?;
+        let gate = AtomicU8::new(0); // 0 wait, 1 go, 2 abort
+        let status = AtomicI32::new(0);
+        let record = |s: i32| {
+            if s != 0 {
+                let _ = status.compare_exchange(0, s, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        };
+        let mut spawned_all = true;
+        std::thread::scope(|scope| {
+            for f in rest.iter_mut() {
+                let mut f = SendFrameRef(f);
+                let (gate, record) = (&gate, &record);
+                let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
+                    loop {
+                        match gate.load(Ordering::Acquire) {
+                            0 => std::thread::yield_now(),
+                            1 => break,
+                            _ => return,
+                        }
+                    }
+                    record(self.invoke(f.frame()));
+                });
+                if spawned.is_err() {
+                    spawned_all = false;
+                    break;
+                }
+            }
+            if !spawned_all {
+                gate.store(2, Ordering::Release);
+                return;
+            }
+            gate.store(1, Ordering::Release);
+            record(self.invoke(first));
+        });
+        spawned_all.then(|| status.into_inner())
+    }
+}
+
+/// A frame of a split-row call, lent to another thread of the same call.
+struct SendFrameRef<'f, 'a>(&'f mut Frame<'a>);
+
+// SAFETY: the frames of one split-row call (`Frame::split`) point at the
+// same buffers; the split program (`passfold_dsl::threads`) makes each thread
+// write only its own chunk of the swept index, its own slot of the partial
+// states, and per-row values only on thread 0, with a barrier (sequentially
+// consistent atomics in the generated code) between every write and any
+// read of it by another thread. The frames outlive the scope that runs them.
+unsafe impl Send for SendFrameRef<'_, '_> {}
+
+impl<'a> SendFrameRef<'_, 'a> {
+    fn frame(&mut self) -> &mut Frame<'a> {
+        self.0
+    }
+}
+
 /// `vzeroupper` before JIT code on x86-64 CPUs with AVX.
 fn clear_upper_vector_state() {
     #[cfg(target_arch = "x86_64")]

@@ -34,6 +34,8 @@ use passfold_dsl::{Kernel, Plan};
 pub fn compile(plan: &Plan) -> Result<CompiledKernel, CompileError> {
     let (code, gather_sites) = jit::build(plan)?;
     Ok(CompiledKernel {
+        plan: plan.clone(),
+        split: std::sync::OnceLock::new(),
         row_extent: plan.row_extent(),
         kernel: plan.kernel.clone(),
         code,
@@ -44,6 +46,10 @@ pub fn compile(plan: &Plan) -> Result<CompiledKernel, CompileError> {
 
 /// A kernel compiled to machine code, ready to call.
 pub struct CompiledKernel {
+    /// The plan, for the split-row code compiled on first use.
+    plan: Plan,
+    /// The split-row code (`passfold_dsl::threads`), or why there is none.
+    split: std::sync::OnceLock<Result<(call::JitCode, Kernel), String>>,
     row_extent: Option<passfold_dsl::ExtentId>,
     kernel: Kernel,
     code: call::JitCode,
@@ -93,10 +99,18 @@ impl CompiledKernel {
         }
     }
 
-    /// Calls the kernel with its rows split over `threads` threads of the
-    /// rayon pool (see [`Plan::row_extent`]; a kernel without independent
-    /// rows runs on one thread). Each row is computed by one thread exactly
-    /// as on one thread, so results are identical for every thread count.
+    /// Calls the kernel on up to `threads` threads (at most the machine's).
+    ///
+    /// With at least as many rows as threads, rows are split over threads of
+    /// the rayon pool (see [`Plan::row_extent`]); each row is computed by
+    /// one thread exactly as on one thread, so results are identical for
+    /// every thread count. With fewer rows (one long row), a plan that
+    /// splits ([`CompiledKernel::row_splits`], `passfold_dsl::threads`) runs
+    /// each row on all threads: each reduces a chunk to partial states that
+    /// merge by the accumulators' combine laws. Those results are the same
+    /// on every call with the same thread count, and differ from other
+    /// thread counts by the rounding of regrouped sums. Otherwise the call
+    /// runs on one thread.
     pub fn call_threads(
         &self,
         args: Vec<Arg<'_>>,
@@ -128,6 +142,18 @@ impl CompiledKernel {
         threads: usize,
     ) -> Result<(), CallError> {
         let mut frame = args::prepare(&self.kernel, args, extents, params)?;
+        let rows = self.row_extent.map_or(1, |r| frame.extents[r.0 as usize]);
+        let threads = threads.min(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if threads > 1
+            && rows < threads as i64
+            && let Ok((code, split)) = self.split_code()
+        {
+            let counter = std::sync::atomic::AtomicI64::new(0);
+            let mut frames = frame.split(split, threads, &counter)?;
+            if let Some(status) = code.invoke_split(&mut frames) {
+                return self.status(status);
+            }
+        }
         let status = match self.row_extent {
             Some(row) if threads > 1 && frame.extents[row.0 as usize] > 1 => {
                 let n = frame.extents[row.0 as usize];
@@ -140,6 +166,30 @@ impl CompiledKernel {
             }
             _ => self.code.invoke(&mut frame),
         };
+        self.status(status)
+    }
+
+    /// The split-row code, compiled on first use; `Err` says why the plan
+    /// does not split.
+    fn split_code(&self) -> Result<(&call::JitCode, &Kernel), String> {
+        let split = self.split.get_or_init(|| {
+            let s = passfold_dsl::threads::split_row(&self.plan)?;
+            let (code, _) = jit::build(&s.plan).map_err(|e| e.to_string())?;
+            Ok((code, s.plan.kernel))
+        });
+        match split {
+            Ok((code, kernel)) => Ok((code, kernel)),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Whether a call with fewer rows than threads splits each row across
+    /// the threads (`Err`: why not).
+    pub fn row_splits(&self) -> Result<(), String> {
+        self.split_code().map(|_| ())
+    }
+
+    fn status(&self, status: i32) -> Result<(), CallError> {
         if status == 0 {
             return Ok(());
         }

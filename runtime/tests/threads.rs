@@ -89,3 +89,95 @@ fn threads_split_rows_and_agree_bit_for_bit() {
         );
     }
 }
+
+/// One row split across threads by the combine laws: every catalogue kernel
+/// whose plan splits (`CompiledKernel::row_splits`) gives, with two threads,
+/// the one-thread result up to the regrouping of its sums (NaN where it
+/// gives NaN, infinities where it does), the same bits on every two-thread
+/// run, at lengths around the vector width and long ones.
+#[test]
+fn one_row_splits_across_threads() {
+    let mut split = Vec::new();
+    let mut not_split = Vec::new();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../kernels");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pf"))
+        .collect();
+    files.sort();
+    for path in files {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let plan = common::plan_with(&src, &LowerOptions::default(), PlanOptions::default());
+        let jit = compile(&plan).unwrap();
+        let name = jit.kernel().name.clone();
+        let entry = &name;
+        match jit.row_splits() {
+            Ok(()) => split.push(name.clone()),
+            Err(why) => {
+                not_split.push(format!("{name}: {why}"));
+                continue;
+            }
+        }
+        let kernel = jit.kernel().clone();
+        let reduced = passfold_dsl::rules::reduced_mask(&kernel);
+        for n in [1i64, 2, 5, 9, 17, 37, 1000, 4099] {
+            let extents: Vec<i64> = (0..kernel.extents.len())
+                .map(|e| if reduced & (1 << e) != 0 { n } else { 1 })
+                .collect();
+            for special in [0.0, 0.05] {
+                let args = common::random_args(
+                    &kernel,
+                    &extents,
+                    common::Inputs {
+                        seed: n as u64,
+                        special,
+                        range: 20.0,
+                    },
+                );
+                let params: Vec<f64> = (0..kernel.params.len())
+                    .map(|p| 0.5 + 0.25 * p as f64)
+                    .collect();
+                let one = jit.call_f64(&extents, &args, &params, 1).unwrap();
+                let two = jit.call_f64(&extents, &args, &params, 2).unwrap();
+                let again = jit.call_f64(&extents, &args, &params, 2).unwrap();
+                for (((id, a), b), c) in kernel.arguments().zip(&one).zip(&two).zip(&again) {
+                    for (k, ((x, y), z)) in a.iter().zip(b).zip(c).enumerate() {
+                        let what = format!(
+                            "{entry} n={n} special={special} `{}`[{k}]",
+                            kernel.tensor(id).name
+                        );
+                        assert_eq!(y.to_bits(), z.to_bits(), "{what}: two-thread runs differ");
+                        if x.is_nan() || y.is_nan() {
+                            assert!(x.is_nan() && y.is_nan(), "{what}: {x} vs {y}");
+                            continue;
+                        }
+                        if x.is_infinite() || y.is_infinite() {
+                            assert_eq!(x, y, "{what}");
+                            continue;
+                        }
+                        let scale = a
+                            .iter()
+                            .filter(|v| v.is_finite())
+                            .fold(1e-30f64, |m, v| m.max(v.abs()));
+                        assert!(
+                            (x - y).abs() <= 1e-5 * x.abs().max(scale),
+                            "{what}: one thread {x}, two threads {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "split across threads: {split:?}\nnot split:\n{}",
+        not_split.join("\n")
+    );
+    for name in ["softmax", "logsumexp", "layer_norm", "rms_norm"] {
+        assert!(
+            split.iter().any(|s| s == name),
+            "{name} does not split:\n{}",
+            not_split.join("\n")
+        );
+    }
+}

@@ -117,7 +117,13 @@ pub fn bench(
     }
     let chosen = candidates.iter().position(|c| c.chosen).unwrap_or(0);
     let mut work = args_data.clone();
-    exec::call(&compiled[chosen], &loaded.src, &mut work, &param_values)?;
+    exec::call_threads(
+        &compiled[chosen],
+        &loaded.src,
+        &mut work,
+        &param_values,
+        threads,
+    )?;
     let n = iters.unwrap_or(0);
     let budget = Duration::from_millis(1500);
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); candidates.len()];

@@ -153,3 +153,62 @@ fn long_rows_reductions_within_tolerance() {
         }
     }
 }
+
+/// The split-row program (`passfold_dsl::threads`) run as one thread
+/// computes exactly what the plan computes: the chunk is the whole row and
+/// each merge folds one partial state into the identity. (Several threads
+/// are tested on machine code in `runtime/tests/threads.rs`.)
+#[test]
+fn split_row_program_as_one_thread_is_the_plan() {
+    use crate::common::{Fill, params_for, random_args};
+    let mut split = 0;
+    for entry in passfold_kernels::CATALOGUE {
+        let kernel = passfold_dsl::check(entry.source, &LowerOptions::default()).expect("checks");
+        let plan = passfold_dsl::plan(&kernel, PlanOptions::default());
+        let Ok(s) = passfold_dsl::threads::split_row(&plan) else {
+            continue;
+        };
+        split += 1;
+        assert!(s.plan.to_string().contains("barrier"), "{}", s.plan);
+        let reduced = passfold_dsl::rules::reduced_mask(&kernel);
+        for n in [0i64, 1, 6, 33] {
+            let extents: Vec<i64> = (0..kernel.extents.len())
+                .map(|e| if reduced & (1 << e) != 0 { n } else { 2 })
+                .collect();
+            let args = random_args(&kernel, &extents, Fill::Uniform(5.0), n as u64);
+            let params = params_for(&kernel);
+            let want = passfold_dsl::interpret_program(
+                &plan.kernel,
+                &plan.program,
+                &extents,
+                args.clone(),
+                &params,
+                passfold_dsl::Precision::Declared,
+            )
+            .expect("plan runs");
+            let mut split_extents = extents.clone();
+            split_extents.push(1);
+            let mut split_params = params.clone();
+            split_params.extend([0.0, 1.0]);
+            let got = passfold_dsl::interpret_program(
+                &s.plan.kernel,
+                &s.plan.program,
+                &split_extents,
+                args,
+                &split_params,
+                passfold_dsl::Precision::Declared,
+            )
+            .expect("split program runs");
+            for (a, b) in got.iter().zip(&want) {
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                        "{} n = {n}: {x} vs {y}",
+                        entry.name
+                    );
+                }
+            }
+        }
+    }
+    assert!(split >= 8, "only {split} catalogue kernels split");
+}
