@@ -23,6 +23,12 @@ pub enum Data<'a> {
     F32Mut(&'a mut [f32]),
     F64Mut(&'a mut [f64]),
     I32Mut(&'a mut [i32]),
+    /// IEEE half-precision storage for an `f32` input, converted to `f32`
+    /// before the kernel runs (computed in `f32`).
+    F16(&'a [half::f16]),
+    /// bfloat16 storage for an `f32` input, converted to `f32` before the
+    /// kernel runs (computed in `f32`).
+    BF16(&'a [half::bf16]),
 }
 
 macro_rules! data_from {
@@ -53,11 +59,33 @@ data_from!(f32, F32, F32Mut);
 data_from!(f64, F64, F64Mut);
 data_from!(i32, I32, I32Mut);
 
+impl<'a> From<&'a [half::f16]> for Data<'a> {
+    fn from(s: &'a [half::f16]) -> Self {
+        Data::F16(s)
+    }
+}
+impl<'a> From<&'a Vec<half::f16>> for Data<'a> {
+    fn from(s: &'a Vec<half::f16>) -> Self {
+        Data::F16(s)
+    }
+}
+impl<'a> From<&'a [half::bf16]> for Data<'a> {
+    fn from(s: &'a [half::bf16]) -> Self {
+        Data::BF16(s)
+    }
+}
+impl<'a> From<&'a Vec<half::bf16>> for Data<'a> {
+    fn from(s: &'a Vec<half::bf16>) -> Self {
+        Data::BF16(s)
+    }
+}
+
 impl Data<'_> {
-    /// The element type.
+    /// The element type the kernel computes in (`f32` for half-precision
+    /// storage).
     pub fn ty(&self) -> ScalarType {
         match self {
-            Data::F32(_) | Data::F32Mut(_) => ScalarType::F32,
+            Data::F32(_) | Data::F32Mut(_) | Data::F16(_) | Data::BF16(_) => ScalarType::F32,
             Data::F64(_) | Data::F64Mut(_) => ScalarType::F64,
             Data::I32(_) | Data::I32Mut(_) => ScalarType::I32,
         }
@@ -77,6 +105,22 @@ impl Data<'_> {
             Data::F32Mut(s) => s.len(),
             Data::F64Mut(s) => s.len(),
             Data::I32Mut(s) => s.len(),
+            Data::F16(s) => s.len(),
+            Data::BF16(s) => s.len(),
+        }
+    }
+
+    /// Whether the data is half-precision storage (converted before the call).
+    pub fn is_half(&self) -> bool {
+        matches!(self, Data::F16(_) | Data::BF16(_))
+    }
+
+    /// Half-precision data widened to `f32`, else `None`.
+    fn widened(&self) -> Option<Vec<f32>> {
+        match self {
+            Data::F16(s) => Some(s.iter().map(|h| h.to_f32()).collect()),
+            Data::BF16(s) => Some(s.iter().map(|h| h.to_f32()).collect()),
+            _ => None,
         }
     }
 
@@ -95,6 +139,9 @@ impl Data<'_> {
             Data::F32Mut(s) => s.as_mut_ptr() as *mut u8,
             Data::F64Mut(s) => s.as_mut_ptr() as *mut u8,
             Data::I32Mut(s) => s.as_mut_ptr() as *mut u8,
+            // Never handed to the kernel: `prepare` passes a widened copy.
+            Data::F16(s) => s.as_ptr() as *mut u8,
+            Data::BF16(s) => s.as_ptr() as *mut u8,
         }
     }
 }
@@ -130,6 +177,8 @@ pub(crate) struct Frame<'a> {
     pub rows: [i64; 4],
     /// Scratch memory of the temporaries, kept alive for the call.
     _temps: Vec<Vec<u64>>,
+    /// `f32` copies of half-precision inputs, kept alive for the call.
+    _widened: Vec<Vec<f32>>,
     _borrow: PhantomData<&'a mut ()>,
 }
 
@@ -183,8 +232,16 @@ pub(crate) fn prepare<'a>(
         }
     }
     let mut tensors = vec![std::ptr::null_mut(); kernel.tensors.len()];
+    let mut widened = Vec::new();
     for (mut arg, &t) in args.into_iter().zip(&ids) {
-        tensors[t] = arg.data.base();
+        tensors[t] = match arg.data.widened() {
+            Some(mut w) => {
+                let p = w.as_mut_ptr() as *mut u8;
+                widened.push(w);
+                p
+            }
+            None => arg.data.base(),
+        };
     }
     let temps = alloc_temps(kernel, &layouts, &mut tensors)?;
     Ok(Frame {
@@ -193,6 +250,7 @@ pub(crate) fn prepare<'a>(
         params: params.to_vec(),
         rows: [0, i64::MAX, 0, 1],
         _temps: temps,
+        _widened: widened,
         _borrow: PhantomData,
     })
 }
@@ -217,6 +275,7 @@ impl<'a> Frame<'a> {
             params: self.params.clone(),
             rows: [rows[0], rows[1], 0, 1],
             _temps: temps,
+            _widened: Vec::new(),
             _borrow: PhantomData,
         })
     }
@@ -259,6 +318,7 @@ impl<'a> Frame<'a> {
                 params,
                 rows: [0, i64::MAX, counter as i64, threads as i64],
                 _temps: temps.take().unwrap_or_default(),
+                _widened: Vec::new(),
                 _borrow: PhantomData,
             });
         }
@@ -355,6 +415,9 @@ fn alloc_temps(
 fn check_arg(kernel: &Kernel, t: usize, arg: &Arg<'_>) -> Result<(), CallError> {
     let tensor = &kernel.tensors[t];
     let name = || tensor.name.clone();
+    if arg.data.is_half() && (tensor.kind != TensorKind::Input || tensor.ty != ScalarType::F32) {
+        return Err(CallError::HalfNotInput { arg: name() });
+    }
     if arg.data.ty() != tensor.ty {
         return Err(CallError::WrongType {
             arg: name(),
@@ -365,6 +428,7 @@ fn check_arg(kernel: &Kernel, t: usize, arg: &Arg<'_>) -> Result<(), CallError> 
     if tensor.kind != TensorKind::Input && !arg.data.is_mut() {
         return Err(CallError::NotMutable { arg: name() });
     }
+
     if arg.shape.len() != tensor.dims.len() {
         return Err(CallError::WrongRank {
             arg: name(),

@@ -69,6 +69,15 @@ pub enum CallError {
         /// Element type of the data passed.
         found: ScalarType,
     },
+    /// Half-precision storage (`f16`, `bf16`) for an argument the kernel
+    /// writes or that is not `f32`.
+    #[error(
+        "argument `{arg}`: half-precision (f16, bf16) storage is accepted for `f32` inputs only"
+    )]
+    HalfNotInput {
+        /// The argument.
+        arg: String,
+    },
     /// An output or in-place argument passed as a shared slice.
     #[error("argument `{arg}` is written by the kernel and must be passed as a mutable slice")]
     NotMutable {

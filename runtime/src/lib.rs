@@ -26,6 +26,8 @@ mod values;
 pub use args::{Arg, Data};
 pub use cache::{KernelCache, cache, cache_key};
 pub use error::{CallError, CompileError};
+/// The `half` crate, whose `f16` and `bf16` slices are accepted for `f32` inputs.
+pub use half;
 
 use passfold_codegen::{GatherSite, site_for_status};
 use passfold_dsl::{Kernel, Plan};

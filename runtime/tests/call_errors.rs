@@ -265,3 +265,60 @@ fn compiled_kernels_can_be_shared_between_threads() {
     fn shareable<T: Send + Sync>() {}
     shareable::<passfold_runtime::CompiledKernel>();
 }
+
+/// Half-precision storage: accepted for `f32` inputs (widened exactly, so
+/// the result equals the `f32` call's bit for bit), refused with an error
+/// naming the argument for outputs and for `f64` inputs.
+#[test]
+fn half_precision_inputs() {
+    use half::{bf16, f16};
+    let k = compile_src(SOFTMAX_T);
+    let values: Vec<f32> = (0..24).map(|i| (i as f32 - 11.0) * 0.75).collect();
+    let as_bf16: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+    let as_f16: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+    let widened_bf16: Vec<f32> = as_bf16.iter().map(|h| h.to_f32()).collect();
+    let widened_f16: Vec<f32> = as_f16.iter().map(|h| h.to_f32()).collect();
+    for (data, widened) in [
+        (passfold_runtime::Data::from(&as_bf16), &widened_bf16),
+        (passfold_runtime::Data::from(&as_f16), &widened_f16),
+    ] {
+        let mut y_half = vec![0.0f32; 24];
+        k.call(
+            vec![
+                Arg {
+                    data,
+                    shape: vec![4, 6],
+                },
+                Arg::new(&mut y_half, &[4, 6]),
+            ],
+            &[1.5],
+        )
+        .unwrap();
+        let mut y = vec![0.0f32; 24];
+        k.call(
+            vec![Arg::new(widened, &[4, 6]), Arg::new(&mut y, &[4, 6])],
+            &[1.5],
+        )
+        .unwrap();
+        assert_eq!(y_half, y);
+        assert!(y.iter().all(|v| v.is_finite() && *v > 0.0));
+    }
+    // As an output: refused, naming the argument.
+    let x = vec![0.0f32; 24];
+    let out = vec![bf16::ZERO; 24];
+    let err = k
+        .call(vec![Arg::new(&x, &[4, 6]), Arg::new(&out, &[4, 6])], &[1.0])
+        .unwrap_err();
+    assert_eq!(err, CallError::HalfNotInput { arg: "y".into() });
+    assert!(err.to_string().contains("`y`"), "{err}");
+    // For an f64 input: refused.
+    let k64 = compile_src("kernel s(x: f64[i]) -> (y: f64[]) { y[] = sum[i](x[i]); }");
+    let mut y = vec![0.0f64; 1];
+    let err = k64
+        .call(
+            vec![Arg::new(&as_f16[..4], &[4]), Arg::new(&mut y, &[])],
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(err, CallError::HalfNotInput { arg: "x".into() });
+}
