@@ -117,6 +117,8 @@ pub(crate) struct LoopFrame {
     extent: ExtentId,
     index: Value,
     outer: Option<Value>,
+    /// The increment (blocks step by their size).
+    pub step: i64,
 }
 
 /// The state of one lowering.
@@ -349,7 +351,10 @@ impl<'k, 'f> Emitter<'k, 'f> {
                     if let LoopCode::Vector(v) = code {
                         self.vector_loop(*index, bounds, v, body)?;
                     } else {
-                        let frame = self.open_loop_in(*index, bounds);
+                        let mut frame = self.open_loop_in(*index, bounds);
+                        if let LoopCode::Blocks(n) = code {
+                            frame.step = i64::from(*n).max(1);
+                        }
                         self.ops(body)?;
                         self.close_loop(frame);
                     }
@@ -578,6 +583,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
         let outer = self.env[e.0 as usize].replace(index);
         self.cache.push();
         LoopFrame {
+            step: 1,
             var,
             header,
             exit,
@@ -589,7 +595,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
 
     /// Closes a loop: increments the index, jumps back, continues after it.
     pub fn close_loop(&mut self, frame: LoopFrame) {
-        let next = self.b.ins().iadd_imm_s(frame.index, 1);
+        let next = self.b.ins().iadd_imm_s(frame.index, frame.step);
         self.b.def_var(frame.var, next);
         self.b.ins().jump(frame.header, &[]);
         self.b.switch_to_block(frame.exit);

@@ -280,8 +280,16 @@ impl Interp<'_> {
             match op {
                 Op::Barrier => {}
                 Op::Loop {
-                    index, body, range, ..
+                    index,
+                    body,
+                    range,
+                    code,
+                    ..
                 } => {
+                    let step = match code {
+                        crate::vector::LoopCode::Blocks(n) => *n as usize,
+                        _ => 1,
+                    };
                     let len = self.extents[index.0 as usize];
                     let (start, end) = match range {
                         Some((a, b)) => {
@@ -291,10 +299,14 @@ impl Interp<'_> {
                         }
                         None => (0, len),
                     };
-                    for v in start..end {
+                    // Loops over the same index inside (blocks) bind it anew;
+                    // the outer value is restored after each.
+                    let outer = self.env[index.0 as usize].get();
+                    for v in (start..end).step_by(step.max(1)) {
                         self.env[index.0 as usize].set(v);
                         self.ops(body, buffers)?;
                     }
+                    self.env[index.0 as usize].set(outer);
                 }
                 Op::If { cond, then } => {
                     if self.eval(*cond, buffers)? != 0.0 {

@@ -14,6 +14,7 @@
 pub mod arena;
 pub mod ast;
 pub mod bind;
+pub mod block;
 pub mod bounds;
 pub mod diag;
 pub mod fuse;

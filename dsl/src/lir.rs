@@ -173,7 +173,12 @@ impl Program {
                         crate::vector::LoopCode::Plain => kind.to_string(),
                         crate::vector::LoopCode::Vector(v) => format!("{kind} [{}]", v.describe()),
                         crate::vector::LoopCode::Scalar(why) => format!("{kind} [scalar: {why}]"),
+                        crate::vector::LoopCode::Blocks(n) => format!("{kind} [blocks of {n}]"),
                     };
+                    if let Some((a, b)) = range {
+                        self.write_nodes(f, kernel, *a, &pad, printed)?;
+                        self.write_nodes(f, kernel, *b, &pad, printed)?;
+                    }
                     let range = match range {
                         Some((a, b)) => format!(
                             " in {}..{}",

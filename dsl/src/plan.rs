@@ -95,6 +95,7 @@ pub fn plan(kernel: &Kernel, opts: PlanOptions) -> Plan {
     plan.scalar = opts.scalar;
     let mut rw = crate::rules::Rewriter::new(&plan.kernel);
     crate::bounds::mark_nonpositive_exps(&mut rw, &mut plan.program);
+    crate::block::block_online_sweeps(&mut rw, &mut plan.program);
     if !opts.scalar {
         crate::vector::annotate(&mut rw, &mut plan.program);
     }

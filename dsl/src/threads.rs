@@ -147,7 +147,13 @@ pub fn split_row(plan: &Plan) -> Result<SplitRow, String> {
                 code,
             } if index == e => {
                 flush(&mut out, &mut pending_stores);
-                if inner.iter().any(has_loop) {
+                let mut inner = inner;
+                if matches!(code, crate::vector::LoopCode::Blocks(_)) {
+                    // Blocks end at the chunk's end, not the row's.
+                    let mut to_chunk = std::collections::HashMap::new();
+                    to_chunk.insert(len, hi);
+                    chunk_blocks(&mut rw, &mut inner, e, &to_chunk)?;
+                } else if inner.iter().any(has_loop) {
                     return Err("a loop inside a sweep".into());
                 }
                 if !stores_at(&inner, e) {
@@ -208,8 +214,35 @@ fn stores_at(ops: &[Op], e: ExtentId) -> bool {
     ops.iter().all(|op| match op {
         Op::Store { index, .. } => index.contains(&e),
         Op::If { then, .. } => stores_at(then, e),
+        Op::Loop { body, .. } => stores_at(body, e),
         _ => true,
     })
+}
+
+/// The inner loops of a blocked sweep (`crate::block`), their ranges ending
+/// at the chunk's end; any other inner loop is refused.
+fn chunk_blocks(
+    rw: &mut Rewriter,
+    ops: &mut [Op],
+    e: ExtentId,
+    to_chunk: &std::collections::HashMap<Handle<Node>, Handle<Node>>,
+) -> Result<(), String> {
+    for op in ops {
+        match op {
+            Op::Loop {
+                index,
+                range: Some((_, end)),
+                body,
+                ..
+            } if *index == e && !body.iter().any(has_loop) => {
+                *end = rw.replace(*end, to_chunk);
+            }
+            Op::Loop { .. } => return Err("a loop inside a sweep".into()),
+            Op::If { then, .. } => chunk_blocks(rw, then, e, to_chunk)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Publish each state to this thread's slot, wait, merge all slots in

@@ -44,6 +44,9 @@ pub enum LoopCode {
     Vector(Box<VectorLoop>),
     /// Scalar code, with the reason the loop is not vectorized.
     Scalar(String),
+    /// The loop steps by this many elements; loops over the same index in
+    /// its body cover each block (see [`crate::block`]).
+    Blocks(u32),
 }
 
 /// What a vectorized loop needs beyond its body.
