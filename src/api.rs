@@ -46,6 +46,19 @@ pub fn compile(src: &str) -> Result<Arc<CompiledKernel>, Error> {
     compile_with(src, &LowerOptions::default(), PlanOptions::default())
 }
 
+/// [`compile`] with extents known when compiling baked into the code
+/// (`&[("d", 64)]`: a fixed head size); every call checks its extents
+/// against them. Cached per specialization.
+pub fn compile_specialized(src: &str, fixed: &[(&str, i64)]) -> Result<Arc<CompiledKernel>, Error> {
+    let kernel =
+        passfold_dsl::check(src, &LowerOptions::default()).map_err(|diagnostics| Error::Check {
+            rendered: diagnostics.render("kernel", src),
+            diagnostics,
+        })?;
+    let plan = passfold_dsl::plan(&kernel, PlanOptions::default());
+    Ok(passfold_runtime::cache().get_or_compile_specialized(&plan, fixed)?)
+}
+
 /// [`compile`] with explicit front-end and planner options (`f64`, constants,
 /// the unfused plan, exp-shift and reload choices).
 pub fn compile_with(

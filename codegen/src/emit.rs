@@ -169,6 +169,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
         call_conv: CallConv,
         sites: &[GatherSite],
         features: crate::Features,
+        fixed: &[Option<i64>],
     ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -181,9 +182,11 @@ impl<'k, 'f> Emitter<'k, 'f> {
             b.ins().load(types::I64, arg_flags(), rows_arg, 8),
         );
         let extents: Vec<Value> = (0..k.extents.len())
-            .map(|e| {
-                b.ins()
-                    .load(types::I64, arg_flags(), extents_arg, (8 * e) as i32)
+            .map(|e| match fixed.get(e).copied().flatten() {
+                Some(len) => b.ins().iconst(types::I64, len),
+                None => b
+                    .ins()
+                    .load(types::I64, arg_flags(), extents_arg, (8 * e) as i32),
             })
             .collect();
         let params = k

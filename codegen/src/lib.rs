@@ -88,6 +88,18 @@ pub fn kernel_signature(call_conv: CallConv) -> Signature {
 /// Lowers `plan` for `isa` (only its pointer width, calling convention and
 /// front-end configuration matter).
 pub fn lower(plan: &Plan, isa: &dyn TargetIsa) -> Result<Lowered, CodegenError> {
+    lower_specialized(plan, isa, &[])
+}
+
+/// [`lower`] with some extents known when compiling: `fixed[e]` is
+/// `Some(len)` for an extent baked into the code as a constant (the caller
+/// must check every call's extents against it), `None` (or absent) for one
+/// read from the call's `extents` array.
+pub fn lower_specialized(
+    plan: &Plan,
+    isa: &dyn TargetIsa,
+    fixed: &[Option<i64>],
+) -> Result<Lowered, CodegenError> {
     if isa.pointer_type() != types::I64 {
         return Err(CodegenError::PointerWidth);
     }
@@ -101,8 +113,14 @@ pub fn lower(plan: &Plan, isa: &dyn TargetIsa) -> Result<Lowered, CodegenError> 
     let gather_sites = gather_sites(kernel);
     let helpers = {
         let builder = FunctionBuilder::new(&mut func, &mut fctx);
-        let mut emitter =
-            emit::Emitter::new(kernel, builder, call_conv, &gather_sites, Features::of(isa));
+        let mut emitter = emit::Emitter::new(
+            kernel,
+            builder,
+            call_conv,
+            &gather_sites,
+            Features::of(isa),
+            fixed,
+        );
         emitter.run(plan)?;
         emitter.finish(isa.frontend_config())
     };

@@ -8,7 +8,7 @@
 //! request compiles it again. Compilation is single-flight per key: threads
 //! asking for the same kernel at once wait for one compilation.
 
-use crate::{CompileError, CompiledKernel, compile};
+use crate::{CompileError, CompiledKernel};
 use passfold_dsl::Plan;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -40,9 +40,18 @@ pub fn cache() -> &'static KernelCache {
 
 /// The cache key of a plan for the host.
 pub fn cache_key(plan: &Plan) -> String {
+    specialized_key(plan, &[])
+}
+
+/// The cache key of a plan specialized to `fixed` extents (sorted by name).
+pub fn specialized_key(plan: &Plan, fixed: &[(&str, i64)]) -> String {
+    let mut fixed: Vec<String> = fixed.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    fixed.sort();
     format!(
-        "{CRANELIFT}\n{}\n{}\n{}",
+        "{CRANELIFT}\n{}\nscalar={} fixed=[{}]\n{}\n{}",
         host_fingerprint(),
+        plan.scalar,
+        fixed.join(","),
         plan.kernel,
         plan.program_text()
     )
@@ -60,7 +69,18 @@ impl KernelCache {
     /// The compiled kernel for `plan`: the cached one while any handle to it
     /// lives, else a fresh compilation (one per key at a time).
     pub fn get_or_compile(&self, plan: &Plan) -> Result<Arc<CompiledKernel>, CompileError> {
-        let key = cache_key(plan);
+        self.get_or_compile_specialized(plan, &[])
+    }
+
+    /// [`KernelCache::get_or_compile`] for a plan specialized to `fixed`
+    /// extents (see [`crate::compile_specialized`]); the extents are part of
+    /// the key.
+    pub fn get_or_compile_specialized(
+        &self,
+        plan: &Plan,
+        fixed: &[(&str, i64)],
+    ) -> Result<Arc<CompiledKernel>, CompileError> {
+        let key = specialized_key(plan, fixed);
         let slot = {
             let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             if entries.len() > 64 {
@@ -73,7 +93,7 @@ impl KernelCache {
         if let Some(kernel) = weak.upgrade() {
             return Ok(kernel);
         }
-        let kernel = Arc::new(compile(plan)?);
+        let kernel = Arc::new(crate::compile_specialized(plan, fixed)?);
         *weak = Arc::downgrade(&kernel);
         Ok(kernel)
     }

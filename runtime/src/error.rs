@@ -13,6 +13,17 @@ pub enum CompileError {
     /// when the verifier reports it).
     #[error("Cranelift: {0}")]
     Module(String),
+    /// A specialization names an extent the kernel does not have, or gives
+    /// it a negative length.
+    #[error("cannot specialize extent `{name}` to {len}: {why}")]
+    Specialization {
+        /// The extent's name.
+        name: String,
+        /// The length asked for.
+        len: i64,
+        /// What is wrong.
+        why: &'static str,
+    },
 }
 
 /// Why a call was refused or failed. Every variant is detected before any
@@ -26,6 +37,16 @@ pub enum CallError {
         expected: usize,
         /// The caller's count.
         found: usize,
+    },
+    /// An extent differs from the length the kernel was specialized for.
+    #[error("extent `{extent}` is {found}, but the kernel was compiled for {compiled}")]
+    Specialized {
+        /// The extent.
+        extent: String,
+        /// The length baked into the code.
+        compiled: i64,
+        /// The length the call's arguments give.
+        found: i64,
     },
     /// Wrong number of scalar parameters.
     #[error("expected {expected} parameter(s), found {found}")]

@@ -8,7 +8,9 @@ use crate::call::{JitCode, OwnedModule};
 use crate::{CompileError, helpers};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module, default_libcall_names};
-use passfold_codegen::{GatherSite, Helper, IsaOptions, host_isa, kernel_signature, lower};
+use passfold_codegen::{
+    GatherSite, Helper, IsaOptions, host_isa, kernel_signature, lower_specialized,
+};
 use passfold_dsl::Plan;
 
 fn module_error(e: impl std::fmt::Display) -> CompileError {
@@ -16,13 +18,17 @@ fn module_error(e: impl std::fmt::Display) -> CompileError {
 }
 
 /// Lowers and compiles `plan` for the host; returns the code and its gather sites.
-pub(crate) fn build(plan: &Plan) -> Result<(JitCode, Vec<GatherSite>), CompileError> {
+/// Extents given in `fixed` are baked in (see `passfold_codegen::lower_specialized`).
+pub(crate) fn build_specialized(
+    plan: &Plan,
+    fixed: &[Option<i64>],
+) -> Result<(JitCode, Vec<GatherSite>), CompileError> {
     let options = IsaOptions {
         opt_level: "speed",
         verifier: cfg!(debug_assertions),
     };
     let isa = host_isa(&options)?;
-    let lowered = lower(plan, &*isa)?;
+    let lowered = lower_specialized(plan, &*isa, fixed)?;
     let call_conv = isa.default_call_conv();
     let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
     for h in Helper::ALL {

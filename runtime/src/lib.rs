@@ -24,7 +24,7 @@ mod jit;
 mod values;
 
 pub use args::{Arg, Data};
-pub use cache::{KernelCache, cache, cache_key};
+pub use cache::{KernelCache, cache, cache_key, specialized_key};
 pub use error::{CallError, CompileError};
 /// The `half` crate, whose `f16` and `bf16` slices are accepted for `f32` inputs.
 pub use half;
@@ -34,8 +34,21 @@ use passfold_dsl::{Kernel, Plan};
 
 /// Compiles `plan` for the host CPU.
 pub fn compile(plan: &Plan) -> Result<CompiledKernel, CompileError> {
-    let (code, gather_sites) = jit::build(plan)?;
+    compile_specialized(plan, &[])
+}
+
+/// Compiles `plan` with the extents named in `fixed` baked into the code as
+/// constants (a fixed head size, a constant row length): loop bounds and
+/// strides become immediates. Every call checks that its extents have
+/// these lengths ([`CallError::Specialized`] otherwise).
+pub fn compile_specialized(
+    plan: &Plan,
+    fixed: &[(&str, i64)],
+) -> Result<CompiledKernel, CompileError> {
+    let fixed = resolve_fixed(&plan.kernel, fixed)?;
+    let (code, gather_sites) = jit::build_specialized(plan, &fixed)?;
     Ok(CompiledKernel {
+        fixed,
         plan: plan.clone(),
         split: std::sync::OnceLock::new(),
         row_extent: plan.row_extent(),
@@ -46,8 +59,41 @@ pub fn compile(plan: &Plan) -> Result<CompiledKernel, CompileError> {
     })
 }
 
+/// `fixed` by extent, checked against the kernel.
+fn resolve_fixed(kernel: &Kernel, fixed: &[(&str, i64)]) -> Result<Vec<Option<i64>>, CompileError> {
+    let mut out = vec![None; kernel.extents.len()];
+    for &(name, len) in fixed {
+        let why = if len < 0 {
+            Some("a length is not negative")
+        } else {
+            None
+        };
+        let at = kernel.extents.iter().position(|e| e.name == name);
+        match (at, why) {
+            (Some(e), None) => out[e] = Some(len),
+            (_, Some(why)) => {
+                return Err(CompileError::Specialization {
+                    name: name.to_string(),
+                    len,
+                    why,
+                });
+            }
+            (None, None) => {
+                return Err(CompileError::Specialization {
+                    name: name.to_string(),
+                    len,
+                    why: "the kernel has no such extent",
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A kernel compiled to machine code, ready to call.
 pub struct CompiledKernel {
+    /// The extents baked into the code (`compile_specialized`), by extent.
+    fixed: Vec<Option<i64>>,
     /// The plan, for the split-row code compiled on first use.
     plan: Plan,
     /// The split-row code (`passfold_dsl::threads`), or why there is none.
@@ -144,6 +190,17 @@ impl CompiledKernel {
         threads: usize,
     ) -> Result<(), CallError> {
         let mut frame = args::prepare(&self.kernel, args, extents, params)?;
+        for (e, fixed) in self.fixed.iter().enumerate() {
+            if let Some(len) = *fixed
+                && frame.extents[e] != len
+            {
+                return Err(CallError::Specialized {
+                    extent: self.kernel.extents[e].name.clone(),
+                    compiled: len,
+                    found: frame.extents[e],
+                });
+            }
+        }
         let rows = self.row_extent.map_or(1, |r| frame.extents[r.0 as usize]);
         let threads = threads.min(std::thread::available_parallelism().map_or(1, |n| n.get()));
         if threads > 1
@@ -176,7 +233,8 @@ impl CompiledKernel {
     fn split_code(&self) -> Result<(&call::JitCode, &Kernel), String> {
         let split = self.split.get_or_init(|| {
             let s = passfold_dsl::threads::split_row(&self.plan)?;
-            let (code, _) = jit::build(&s.plan).map_err(|e| e.to_string())?;
+            let (code, _) =
+                jit::build_specialized(&s.plan, &self.fixed).map_err(|e| e.to_string())?;
             Ok((code, s.plan.kernel))
         });
         match split {

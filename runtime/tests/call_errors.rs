@@ -322,3 +322,68 @@ fn half_precision_inputs() {
         .unwrap_err();
     assert_eq!(err, CallError::HalfNotInput { arg: "x".into() });
 }
+
+/// Extents baked into the code: the same results as the general kernel at
+/// those extents, `CallError::Specialized` (naming the extent) at others,
+/// and `CompileError::Specialization` for an extent the kernel lacks.
+#[test]
+fn specialized_extents() {
+    use passfold_runtime::{CompileError, compile_specialized};
+    let plan = common::plan_of(SOFTMAX_T, &Default::default());
+    let general = passfold_runtime::compile(&plan).unwrap();
+    let fixed = compile_specialized(&plan, &[("i", 7)]).unwrap();
+    let x: Vec<f32> = (0..21).map(|v| (v as f32 * 0.37).sin() * 4.0).collect();
+    let mut a = vec![0.0f32; 21];
+    let mut b = vec![0.0f32; 21];
+    general
+        .call(
+            vec![Arg::new(&x, &[3, 7]), Arg::new(&mut a, &[3, 7])],
+            &[0.7],
+        )
+        .unwrap();
+    fixed
+        .call(
+            vec![Arg::new(&x, &[3, 7]), Arg::new(&mut b, &[3, 7])],
+            &[0.7],
+        )
+        .unwrap();
+    assert_eq!(a, b);
+    let err = fixed
+        .call(
+            vec![Arg::new(&x, &[7, 3]), Arg::new(&mut b, &[7, 3])],
+            &[0.7],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Specialized {
+            extent: "i".into(),
+            compiled: 7,
+            found: 3
+        }
+    );
+    assert!(err.to_string().contains("`i`"), "{err}");
+    assert!(matches!(
+        compile_specialized(&plan, &[("q", 7)]),
+        Err(CompileError::Specialization { .. })
+    ));
+    assert!(matches!(
+        compile_specialized(&plan, &[("i", -1)]),
+        Err(CompileError::Specialization { .. })
+    ));
+    // The cache keys on the specialization.
+    let cache = passfold_runtime::KernelCache::default();
+    let s7 = cache
+        .get_or_compile_specialized(&plan, &[("i", 7)])
+        .unwrap();
+    let s8 = cache
+        .get_or_compile_specialized(&plan, &[("i", 8)])
+        .unwrap();
+    let again = cache
+        .get_or_compile_specialized(&plan, &[("i", 7)])
+        .unwrap();
+    let plain = cache.get_or_compile(&plan).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&s7, &again));
+    assert!(!std::sync::Arc::ptr_eq(&s7, &s8));
+    assert!(!std::sync::Arc::ptr_eq(&s7, &plain));
+}

@@ -13,16 +13,32 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// How `passfold bench` measures.
+pub struct Options {
+    /// Compare with the reference interpreter.
+    pub verify: bool,
+    /// Threads per call.
+    pub threads: usize,
+    /// Bake the extents into the code.
+    pub specialize: bool,
+    /// One JSON object instead of text.
+    pub json: bool,
+}
+
 /// `passfold bench`.
 pub fn bench(
     args: &KernelArgs,
     sizes: &[String],
     params: &[String],
     iters: Option<usize>,
-    verify: bool,
-    threads: usize,
-    json: bool,
+    options: Options,
 ) -> Result<bool> {
+    let Options {
+        verify,
+        threads,
+        specialize,
+        json,
+    } = options;
     let t0 = Instant::now();
     let Some(loaded) = load(args)? else {
         return Ok(false);
@@ -82,11 +98,21 @@ pub fn bench(
 
     // Text to callable, as a user's first call pays it: read, parse, check,
     // plan and JIT-compile the chosen plan; the median of five.
+    let fixed: Vec<(&str, i64)> = if specialize {
+        kernel
+            .extents
+            .iter()
+            .zip(&extents)
+            .map(|(e, &v)| (e.name.as_str(), v))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut compile_times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
         let again = load(args)?.context("the kernel checked a moment ago")?;
-        exec::compile(&again.plan)?;
+        exec::compile_fixed(&again.plan, &fixed)?;
         compile_times.push(t.elapsed());
     }
     let (compile_median, _) = stats(&mut compile_times);
@@ -104,7 +130,7 @@ pub fn bench(
     let t1 = Instant::now();
     let compiled: Vec<exec::Compiled> = candidates
         .iter()
-        .map(|c| exec::compile(&c.plan))
+        .map(|c| exec::compile_fixed(&c.plan, &fixed))
         .collect::<Result<_>>()?;
     let jit = t1.elapsed() / candidates.len() as u32;
     if !json {

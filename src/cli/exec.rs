@@ -72,6 +72,13 @@ pub struct Compiled {
 }
 
 /// JIT-compiles a plan for the host CPU.
+/// [`compile`] with extents baked into the code.
+pub fn compile_fixed(plan: &Plan, fixed: &[(&str, i64)]) -> Result<Compiled> {
+    let kernel = passfold_runtime::compile_specialized(plan, fixed)
+        .map_err(|e| anyhow!("cannot compile `{}`: {e}", plan.kernel.name))?;
+    Ok(Compiled { kernel })
+}
+
 pub fn compile(plan: &Plan) -> Result<Compiled> {
     let kernel = passfold_runtime::compile(plan)
         .map_err(|e| anyhow!("cannot compile `{}`: {e}", plan.kernel.name))?;

@@ -128,9 +128,13 @@ pub enum Command {
         /// Skip the comparison with the reference interpreter.
         #[arg(long)]
         no_verify: bool,
-        /// Threads to split rows over (kernels with independent rows).
+        /// Threads: rows split over them, or one long row split by the
+        /// combine laws when there are fewer rows than threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Bake every extent's size into the code (`compile_specialized`).
+        #[arg(long)]
+        specialize: bool,
         /// Print one JSON object with the measurements instead of text.
         #[arg(long)]
         json: bool,
@@ -191,8 +195,20 @@ pub fn execute(command: Command) -> Result<bool> {
             iters,
             no_verify,
             threads,
+            specialize,
             json,
-        } => bench::bench(&kernel, &sizes, &params, iters, !no_verify, threads, json),
+        } => bench::bench(
+            &kernel,
+            &sizes,
+            &params,
+            iters,
+            bench::Options {
+                verify: !no_verify,
+                threads,
+                specialize,
+                json,
+            },
+        ),
     }
 }
 
