@@ -29,6 +29,55 @@ pub enum Data<'a> {
     /// bfloat16 storage for an `f32` input, converted to `f32` before the
     /// kernel runs (computed in `f32`).
     BF16(&'a [half::bf16]),
+    /// Elements the call owns: an input copied out of a strided view.
+    Owned(Owned),
+    /// A contiguous copy of a strided output view, written back into the
+    /// view when the call ends (also when it fails part way).
+    Staged(Owned, WriteBack<'a>),
+}
+
+/// An owned buffer of one element type.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum Owned {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I32(Vec<i32>),
+}
+
+/// Copies a staged buffer back where it came from.
+pub struct WriteBack<'a>(pub Box<dyn FnOnce(&Owned) + 'a>);
+
+impl std::fmt::Debug for WriteBack<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteBack")
+    }
+}
+
+impl Owned {
+    fn ty(&self) -> ScalarType {
+        match self {
+            Owned::F32(_) => ScalarType::F32,
+            Owned::F64(_) => ScalarType::F64,
+            Owned::I32(_) => ScalarType::I32,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Owned::F32(v) => v.len(),
+            Owned::F64(v) => v.len(),
+            Owned::I32(v) => v.len(),
+        }
+    }
+
+    fn base(&mut self) -> *mut u8 {
+        match self {
+            Owned::F32(v) => v.as_mut_ptr() as *mut u8,
+            Owned::F64(v) => v.as_mut_ptr() as *mut u8,
+            Owned::I32(v) => v.as_mut_ptr() as *mut u8,
+        }
+    }
 }
 
 macro_rules! data_from {
@@ -85,6 +134,7 @@ impl Data<'_> {
     /// storage).
     pub fn ty(&self) -> ScalarType {
         match self {
+            Data::Owned(o) | Data::Staged(o, _) => o.ty(),
             Data::F32(_) | Data::F32Mut(_) | Data::F16(_) | Data::BF16(_) => ScalarType::F32,
             Data::F64(_) | Data::F64Mut(_) => ScalarType::F64,
             Data::I32(_) | Data::I32Mut(_) => ScalarType::I32,
@@ -93,7 +143,10 @@ impl Data<'_> {
 
     /// Whether the slice is mutable.
     pub fn is_mut(&self) -> bool {
-        matches!(self, Data::F32Mut(_) | Data::F64Mut(_) | Data::I32Mut(_))
+        matches!(
+            self,
+            Data::F32Mut(_) | Data::F64Mut(_) | Data::I32Mut(_) | Data::Staged(..)
+        )
     }
 
     /// Number of elements.
@@ -107,6 +160,7 @@ impl Data<'_> {
             Data::I32Mut(s) => s.len(),
             Data::F16(s) => s.len(),
             Data::BF16(s) => s.len(),
+            Data::Owned(o) | Data::Staged(o, _) => o.len(),
         }
     }
 
@@ -142,7 +196,14 @@ impl Data<'_> {
             // Never handed to the kernel: `prepare` passes a widened copy.
             Data::F16(s) => s.as_ptr() as *mut u8,
             Data::BF16(s) => s.as_ptr() as *mut u8,
+            Data::Owned(o) | Data::Staged(o, _) => o.base(),
         }
+    }
+
+    /// Whether the data must outlive the call inside its frame (owned
+    /// copies and staged views).
+    fn owned_by_call(&self) -> bool {
+        matches!(self, Data::Owned(_) | Data::Staged(..))
     }
 }
 
@@ -179,6 +240,9 @@ pub(crate) struct Frame<'a> {
     _temps: Vec<Vec<u64>>,
     /// `f32` copies of half-precision inputs, kept alive for the call.
     _widened: Vec<Vec<f32>>,
+    /// Owned and staged arguments, kept alive for the call; staged ones are
+    /// written back when the frame drops.
+    kept: Vec<Data<'a>>,
     _borrow: PhantomData<&'a mut ()>,
 }
 
@@ -233,6 +297,7 @@ pub(crate) fn prepare<'a>(
     }
     let mut tensors = vec![std::ptr::null_mut(); kernel.tensors.len()];
     let mut widened = Vec::new();
+    let mut kept = Vec::new();
     for (mut arg, &t) in args.into_iter().zip(&ids) {
         tensors[t] = match arg.data.widened() {
             Some(mut w) => {
@@ -242,6 +307,10 @@ pub(crate) fn prepare<'a>(
             }
             None => arg.data.base(),
         };
+        if arg.data.owned_by_call() {
+            // Moving the `Vec` keeps its heap buffer where `tensors[t]` points.
+            kept.push(arg.data);
+        }
     }
     let temps = alloc_temps(kernel, &layouts, &mut tensors)?;
     Ok(Frame {
@@ -251,6 +320,7 @@ pub(crate) fn prepare<'a>(
         rows: [0, i64::MAX, 0, 1],
         _temps: temps,
         _widened: widened,
+        kept,
         _borrow: PhantomData,
     })
 }
@@ -276,6 +346,7 @@ impl<'a> Frame<'a> {
             rows: [rows[0], rows[1], 0, 1],
             _temps: temps,
             _widened: Vec::new(),
+            kept: Vec::new(),
             _borrow: PhantomData,
         })
     }
@@ -319,6 +390,7 @@ impl<'a> Frame<'a> {
                 rows: [0, i64::MAX, counter as i64, threads as i64],
                 _temps: temps.take().unwrap_or_default(),
                 _widened: Vec::new(),
+                kept: Vec::new(),
                 _borrow: PhantomData,
             });
         }
@@ -328,6 +400,11 @@ impl<'a> Frame<'a> {
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
+        for data in self.kept.drain(..) {
+            if let Data::Staged(buf, write_back) = data {
+                (write_back.0)(&buf);
+            }
+        }
         for buf in self._temps.drain(..) {
             give_back(buf);
         }

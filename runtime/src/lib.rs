@@ -22,8 +22,15 @@ mod error;
 mod helpers;
 mod jit;
 mod values;
+#[cfg(feature = "ndarray")]
+mod views;
+#[cfg(feature = "ndarray")]
+/// The `ndarray` crate, whose views [`Arg::view`] and [`Arg::view_mut`] accept.
+pub use ndarray;
+#[cfg(feature = "ndarray")]
+pub use views::Element;
 
-pub use args::{Arg, Data};
+pub use args::{Arg, Data, Owned, WriteBack};
 pub use cache::{KernelCache, cache, cache_key, specialized_key};
 pub use error::{CallError, CompileError};
 /// The `half` crate, whose `f16` and `bf16` slices are accepted for `f32` inputs.

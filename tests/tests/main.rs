@@ -12,3 +12,4 @@ mod ir_snapshots;
 mod planner;
 mod random_kernels;
 mod vector;
+mod views;
