@@ -128,15 +128,20 @@ fn catalogue_never_touches_memory_outside_its_buffers() {
                 let kernel = jit.kernel().clone();
                 let reduced = passfold_dsl::rules::reduced_mask(&kernel);
                 let lens: Vec<i64> = (0..=20).chain([31, 32, 33, 47, 48, 49]).collect();
+                // Two rows on one thread, and one row on two threads (split
+                // by the combine laws where the plan splits).
                 for &n in &lens {
-                    for side in [Side::End, Side::Start] {
+                    for (side, (rows, threads)) in [Side::End, Side::Start]
+                        .into_iter()
+                        .flat_map(|s| [(s, (2i64, 1usize)), (s, (1, 2))])
+                    {
                         // Reduced extents take the swept length, others stay small.
                         let extents: Vec<i64> = (0..kernel.extents.len())
                             .map(|e| {
                                 if reduced == 0 || reduced & (1 << e) != 0 {
                                     n
                                 } else {
-                                    2
+                                    rows
                                 }
                             })
                             .collect();
@@ -187,7 +192,7 @@ fn catalogue_never_touches_memory_outside_its_buffers() {
                             .collect();
                         // A gather of an empty dimension is refused before or
                         // during the run; either way nothing may fault.
-                        let _ = jit.call(args, &params);
+                        let _ = jit.call_threads(args, &params, threads);
                         runs += 1;
                     }
                 }
