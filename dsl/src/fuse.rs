@@ -583,7 +583,7 @@ fn emit_group(
                 let map: HashMap<Handle<Node>, Handle<Node>> = reloads
                     .iter()
                     .filter(|rl| rl.reader == m.stmt)
-                    .map(|rl| (rl.value, scratch_load(rw, rl.scratch, &g.axes)))
+                    .map(|rl| (rl.value, scratch_load(rw, rl.scratch, &rl.index)))
                     .collect();
                 let value = rw.replace(stmt.value, &map);
                 sweep.push(Op::Store {
@@ -606,7 +606,7 @@ fn emit_group(
                 let value = state.reuse(rw, rl.value);
                 sweep.push(Op::Store {
                     tensor: rl.scratch,
-                    index: g.axes.clone(),
+                    index: rl.index.clone(),
                     value,
                 });
             }
@@ -631,8 +631,11 @@ struct ReloadPlan {
     writer: usize,
     /// The element-wise member that reads it in the next sweep.
     reader: usize,
-    /// The row-sized scratch tensor over the swept indices.
+    /// Where the values wait: a row-sized scratch tensor over the swept
+    /// indices, or the reader's output.
     scratch: TensorId,
+    /// The indices `scratch` is stored and loaded at.
+    index: Vec<ExtentId>,
 }
 
 fn scratch_load(rw: &mut Rewriter, t: TensorId, axes: &[ExtentId]) -> Handle<Node> {
@@ -680,29 +683,48 @@ fn find_reloads(
                     continue;
                 };
                 let ty = rw.kernel.ty(value);
-                let name = format!(
-                    "{}.reload",
-                    rw.kernel.tensor(stmts[writer.stmt].tensor).name
-                );
-                rw.kernel.tensors.push(Tensor {
-                    name: name.clone(),
-                    kind: TensorKind::Temp,
-                    ty,
-                    dims: axes.iter().map(|e| Dim(Affine::var(*e))).collect(),
-                    pad: None,
-                });
-                let scratch = TensorId(rw.kernel.tensors.len() as u32 - 1);
+                // The reader's own output holds the values between the sweeps
+                // when nothing else reads it: no scratch, and the output
+                // sweep reads the lines it then writes (no extra line fills
+                // for the stores out of cache).
+                let target = stmts[reader.stmt].tensor;
+                let in_output =
+                    rw.kernel.tensor(target).kind == TensorKind::Output
+                        && rw.kernel.tensor(target).ty == ty
+                        && !out.iter().any(|r: &ReloadPlan| r.reader == reader.stmt)
+                        && !rw.kernel.nodes.iter().any(
+                            |(_, n)| matches!(n, Node::Load { tensor, .. } if *tensor == target),
+                        );
+                let (scratch, index, place) = if in_output {
+                    let place = format!("the output `{}` itself", rw.kernel.tensor(target).name);
+                    (target, stmts[reader.stmt].indices.clone(), place)
+                } else {
+                    let name = format!(
+                        "{}.reload",
+                        rw.kernel.tensor(stmts[writer.stmt].tensor).name
+                    );
+                    rw.kernel.tensors.push(Tensor {
+                        name: name.clone(),
+                        kind: TensorKind::Temp,
+                        ty,
+                        dims: axes.iter().map(|e| Dim(Affine::var(*e))).collect(),
+                        pad: None,
+                    });
+                    let scratch = TensorId(rw.kernel.tensors.len() as u32 - 1);
+                    (scratch, axes.to_vec(), format!("`{name}`, one row"))
+                };
                 rw.rules.push(format!(
-                    "reload: `{}` reads a value the sweep of `{}` computed ({}); stored in `{name}`, one row, and reloaded instead of recomputed",
+                    "reload: `{}` reads a value the sweep of `{}` computed ({}); stored in {place}, and reloaded instead of recomputed",
                     rw.kernel.tensor(stmts[reader.stmt].tensor).name,
                     rw.kernel.tensor(stmts[writer.stmt].tensor).name,
-                    if reload == Reload::Reload { "asked for" } else { "cost model: a transcendental costs more than a store and a load in cache" },
+                    if reload == Reload::Reload { "asked for" } else { "cost model: a transcendental costs more than a store and a load" },
                 ));
                 out.push(ReloadPlan {
                     value,
                     writer: writer.stmt,
                     reader: reader.stmt,
                     scratch,
+                    index,
                 });
             }
         }

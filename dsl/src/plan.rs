@@ -241,12 +241,16 @@ fn reads_input_along(kernel: &Kernel, root: crate::arena::Handle<Node>, along: u
     crate::fuse::subtree(kernel, root)
         .into_iter()
         .any(|h| match &kernel.nodes[h] {
+            // Temporaries and the kernel's own outputs (values it stored
+            // earlier, as a reload) are not inputs.
             Node::Load { tensor, index } => {
-                kernel.tensor(*tensor).kind != TensorKind::Temp
-                    && index.iter().any(|i| match i {
-                        Index::Affine(a) => a.terms.iter().any(|(v, _)| along & (1 << v.0) != 0),
-                        Index::Gather(_) => false,
-                    })
+                !matches!(
+                    kernel.tensor(*tensor).kind,
+                    TensorKind::Temp | TensorKind::Output
+                ) && index.iter().any(|i| match i {
+                    Index::Affine(a) => a.terms.iter().any(|(v, _)| along & (1 << v.0) != 0),
+                    Index::Gather(_) => false,
+                })
             }
             _ => false,
         })
