@@ -66,6 +66,13 @@ pub fn compile_specialized(
     })
 }
 
+/// The machine's threads, asked once (`available_parallelism` reads cgroup
+/// files: tens of microseconds, too slow for every call).
+fn machine_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// `fixed` by extent, checked against the kernel.
 fn resolve_fixed(kernel: &Kernel, fixed: &[(&str, i64)]) -> Result<Vec<Option<i64>>, CompileError> {
     let mut out = vec![None; kernel.extents.len()];
@@ -209,7 +216,11 @@ impl CompiledKernel {
             }
         }
         let rows = self.row_extent.map_or(1, |r| frame.extents[r.0 as usize]);
-        let threads = threads.min(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = if threads > 1 {
+            threads.min(machine_threads())
+        } else {
+            1
+        };
         if threads > 1
             && rows < threads as i64
             && let Ok((code, split)) = self.split_code()
