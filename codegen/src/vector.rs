@@ -31,7 +31,7 @@ use cranelift_codegen::ir::{
     ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value, types,
 };
 use cranelift_frontend::Variable;
-use passfold_dsl::lir::Op;
+use passfold_dsl::lir::{Op, sets_in, value_roots as op_roots};
 use passfold_dsl::vector::VectorLoop;
 use passfold_dsl::{
     BinOp, CmpOp, ExtentId, Handle, Index, Node, ReduceOp, ScalarType, UnOp, VarId,
@@ -787,36 +787,5 @@ impl Emitter<'_, '_> {
         let lane0 = self.b.ins().extractlane(total, 0);
         let tail = self.b.use_var(tail_acc);
         Ok(Some(combine(self, lane0, tail)))
-    }
-}
-
-/// The values, conditions included, of `ops`.
-fn op_roots(ops: &[Op], out: &mut Vec<Handle<Node>>) {
-    for op in ops {
-        match op {
-            Op::Barrier => {}
-            Op::Loop { body, .. } => op_roots(body, out),
-            Op::If { cond, then } => {
-                out.push(*cond);
-                op_roots(then, out);
-            }
-            Op::Set { value, .. } | Op::Store { value, .. } => out.push(*value),
-        }
-    }
-}
-
-fn sets_in(ops: &[Op], out: &mut Vec<VarId>) {
-    for op in ops {
-        match op {
-            Op::Barrier => {}
-            Op::Loop { body, .. } => sets_in(body, out),
-            Op::If { then, .. } => sets_in(then, out),
-            Op::Set { var, .. } => {
-                if !out.contains(var) {
-                    out.push(*var)
-                }
-            }
-            Op::Store { .. } => {}
-        }
     }
 }

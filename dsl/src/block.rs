@@ -16,7 +16,7 @@
 //! text shows it as `[blocks of 1024]`.
 
 use crate::ir::*;
-use crate::lir::{AccState, Law, Op, Program, StateSlot};
+use crate::lir::{AccState, Law, Op, Program, StateSlot, has_loop, sets_in as sets};
 use crate::rules::Rewriter;
 use crate::vector::LoopCode;
 use std::collections::HashMap;
@@ -60,25 +60,6 @@ fn block_ops(rw: &mut Rewriter, program: &mut Program, ops: &mut [Op]) -> usize 
         }
     }
     n
-}
-
-fn has_loop(op: &Op) -> bool {
-    match op {
-        Op::Loop { .. } => true,
-        Op::If { then, .. } => then.iter().any(has_loop),
-        _ => false,
-    }
-}
-
-fn sets(ops: &[Op], out: &mut Vec<VarId>) {
-    for op in ops {
-        match op {
-            Op::Set { var, .. } => out.push(*var),
-            Op::If { then, .. } => sets(then, out),
-            Op::Loop { body, .. } => sets(body, out),
-            _ => {}
-        }
-    }
 }
 
 /// The blocked body of one sweep, if it has the running-max shape.

@@ -342,3 +342,43 @@ impl StateSlot {
         }
     }
 }
+
+/// Whether `op` is a loop or contains one.
+pub fn has_loop(op: &Op) -> bool {
+    match op {
+        Op::Loop { .. } => true,
+        Op::If { then, .. } => then.iter().any(has_loop),
+        _ => false,
+    }
+}
+
+/// Every variable `ops` assign (nested loops and branches included), once each.
+pub fn sets_in(ops: &[Op], out: &mut Vec<VarId>) {
+    for op in ops {
+        match op {
+            Op::Loop { body, .. } => sets_in(body, out),
+            Op::If { then, .. } => sets_in(then, out),
+            Op::Set { var, .. } => {
+                if !out.contains(var) {
+                    out.push(*var)
+                }
+            }
+            Op::Store { .. } | Op::Barrier => {}
+        }
+    }
+}
+
+/// The values and conditions of `ops` (nested loops and branches included).
+pub fn value_roots(ops: &[Op], out: &mut Vec<Handle<Node>>) {
+    for op in ops {
+        match op {
+            Op::Loop { body, .. } => value_roots(body, out),
+            Op::If { cond, then } => {
+                out.push(*cond);
+                value_roots(then, out);
+            }
+            Op::Set { value, .. } | Op::Store { value, .. } => out.push(*value),
+            Op::Barrier => {}
+        }
+    }
+}

@@ -24,7 +24,7 @@
 
 use crate::arena::Handle;
 use crate::ir::*;
-use crate::lir::{AccState, Law, Op, StateSlot};
+use crate::lir::{AccState, Law, Op, StateSlot, has_loop};
 use crate::plan::Plan;
 use crate::rules::Rewriter;
 use crate::split::combine_ops;
@@ -199,14 +199,6 @@ fn row_body(ops: &mut Vec<Op>, depth: usize) -> &mut Vec<Op> {
     match ops.first_mut() {
         Some(Op::Loop { body, .. }) => row_body(body, depth - 1),
         _ => unreachable!("the path was read from these loops"),
-    }
-}
-
-fn has_loop(op: &Op) -> bool {
-    match op {
-        Op::Loop { .. } => true,
-        Op::If { then, .. } => then.iter().any(has_loop),
-        _ => false,
     }
 }
 

@@ -30,7 +30,7 @@
 
 use crate::arena::Handle;
 use crate::ir::*;
-use crate::lir::{AccState, Law, Op, Program, StateSlot};
+use crate::lir::{AccState, Law, Op, Program, StateSlot, has_loop, sets_in, value_roots};
 use crate::rules::Rewriter;
 
 /// How a loop of a plan is compiled.
@@ -292,18 +292,6 @@ fn reads_in(kernel: &Kernel, ops: &[Op], out: &mut Vec<VarId>) {
     }
 }
 
-fn sets_in(ops: &[Op], out: &mut Vec<VarId>) {
-    for op in ops {
-        match op {
-            Op::Barrier => {}
-            Op::Loop { body, .. } => sets_in(body, out),
-            Op::If { then, .. } => sets_in(then, out),
-            Op::Set { var, .. } => out.push(*var),
-            Op::Store { .. } => {}
-        }
-    }
-}
-
 /// Walks the body in order, checking values and that temporaries are set
 /// before they are read.
 #[allow(clippy::too_many_arguments)]
@@ -399,20 +387,7 @@ fn float_var(
 /// Loads in `ops` of a tensor the loop stores to must read the stored element.
 fn loads_match_stores(kernel: &Kernel, ops: &[Op], stores: &[(TensorId, Vec<ExtentId>)]) -> bool {
     let mut roots = Vec::new();
-    fn roots_of(ops: &[Op], out: &mut Vec<Handle<Node>>) {
-        for op in ops {
-            match op {
-                Op::Barrier => {}
-                Op::Loop { body, .. } => roots_of(body, out),
-                Op::If { cond, then } => {
-                    out.push(*cond);
-                    roots_of(then, out);
-                }
-                Op::Set { value, .. } | Op::Store { value, .. } => out.push(*value),
-            }
-        }
-    }
-    roots_of(ops, &mut roots);
+    value_roots(ops, &mut roots);
     let mut seen = std::collections::HashSet::new();
     while let Some(h) = roots.pop() {
         if !seen.insert(h) {
@@ -578,13 +553,5 @@ fn annotate_ops(rw: &mut Rewriter, program: &mut Program, ops: &mut [Op], total:
             Op::If { then, .. } => annotate_ops(rw, program, then, total),
             _ => {}
         }
-    }
-}
-
-fn has_loop(op: &Op) -> bool {
-    match op {
-        Op::Loop { .. } => true,
-        Op::If { then, .. } => then.iter().any(has_loop),
-        _ => false,
     }
 }
