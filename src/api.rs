@@ -20,6 +20,9 @@ pub enum Error {
     /// Code generation or the JIT failed (a compiler bug or an unsupported target).
     #[error(transparent)]
     Compile(#[from] passfold_runtime::CompileError),
+    /// A call was refused or failed (from the functions `kernel!` generates).
+    #[error(transparent)]
+    Call(#[from] passfold_runtime::CallError),
 }
 
 /// Checks, plans (fused) and JIT-compiles kernel text for the host CPU,

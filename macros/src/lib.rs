@@ -1,1 +1,278 @@
-//! placeholder
+//! `kernel!`: passfold kernels checked when the crate compiles.
+//!
+//! ```ignore
+//! passfold::kernel! {
+//!     kernel softmax(x: f32[b, i]) -> (y: f32[b, i]) {
+//!         m[b] = max[i](x[b, i]);
+//!         s[b] = sum[i](exp(x[b, i] - m[b]));
+//!         y[b, i] = exp(x[b, i] - m[b]) / s[b];
+//!     }
+//! }
+//! // expands to a unit struct `softmax` with
+//! // fn call(b: usize, i: usize, x: &[f32], y: &mut [f32]) -> Result<(), passfold::Error>
+//! ```
+//!
+//! The macro runs the same front end as the run-time API (`passfold_dsl`:
+//! parse, check, plan) on the kernel text, so a malformed kernel is a
+//! compile error at the offending token with the run-time checker's
+//! message. The tokens are turned back into text (token by token, keeping
+//! joint punctuation joint) with a table from each token's byte range to
+//! its span, through which diagnostics are mapped back to the source.
+//!
+//! The generated item has one `usize` argument per extent (in declaration
+//! order), then one argument per tensor argument in the kernel's order
+//! (`&[T]` for inputs, `&mut [T]` for in-place arguments and outputs), then
+//! one per parameter (`f32`, `f64` or `i32`). Its first call JIT-compiles
+//! the kernel through the process-wide cache; every call validates lengths
+//! and runs machine code. Structure: parse → check → plan (here) →
+//! generate (`expand`), so a second back end can replace the generation.
+
+use proc_macro::TokenStream;
+use proc_macro2::{Delimiter, Span, TokenStream as Tokens, TokenTree};
+use quote::{format_ident, quote};
+
+/// See the crate docs.
+#[proc_macro]
+pub fn kernel(input: TokenStream) -> TokenStream {
+    let input = Tokens::from(input);
+    let (text, spans) = to_text(input);
+    // The front end lexes text and reads byte offsets from spans, which
+    // only proc-macro2's own implementation has: use it while checking, and
+    // the compiler's again for the output.
+    proc_macro2::fallback::force();
+    let checked = passfold_dsl::check(&text, &Default::default());
+    let checked = checked.map(|k| {
+        let plan = passfold_dsl::plan(&k, Default::default()).to_string();
+        (k, plan)
+    });
+    proc_macro2::fallback::unforce();
+    match checked.map(|(k, plan)| (k, plan)) {
+        Ok((kernel, plan)) => expand(&text, &kernel, &plan).into(),
+        Err(diags) => {
+            let mut errors = Tokens::new();
+            for d in &diags.0 {
+                let span = span_at(&spans, d.span().start as usize);
+                errors.extend(syn::Error::new(span, &d.message).to_compile_error());
+            }
+            errors.into()
+        }
+    }
+}
+
+/// The tokens as DSL text, and `(start, end, span)` of every token in it.
+fn to_text(tokens: Tokens) -> (String, Vec<(usize, usize, Span)>) {
+    let mut text = String::new();
+    let mut spans = Vec::new();
+    write_tokens(tokens, &mut text, &mut spans);
+    (text, spans)
+}
+
+fn push(text: &mut String, spans: &mut Vec<(usize, usize, Span)>, s: &str, span: Span) {
+    let start = text.len();
+    text.push_str(s);
+    spans.push((start, text.len(), span));
+}
+
+fn write_tokens(tokens: Tokens, text: &mut String, spans: &mut Vec<(usize, usize, Span)>) {
+    for tt in tokens {
+        match tt {
+            TokenTree::Group(g) => {
+                let (open, close) = match g.delimiter() {
+                    Delimiter::Parenthesis => ("(", ")"),
+                    Delimiter::Brace => ("{", "}"),
+                    Delimiter::Bracket => ("[", "]"),
+                    Delimiter::None => ("", ""),
+                };
+                push(text, spans, open, g.span_open());
+                text.push(' ');
+                write_tokens(g.stream(), text, spans);
+                push(text, spans, close, g.span_close());
+                text.push(' ');
+            }
+            TokenTree::Ident(i) => {
+                push(text, spans, &i.to_string(), i.span());
+                text.push(' ');
+            }
+            TokenTree::Punct(p) => {
+                push(text, spans, &p.as_char().to_string(), p.span());
+                if p.spacing() == proc_macro2::Spacing::Alone {
+                    text.push(' ');
+                }
+            }
+            TokenTree::Literal(l) => {
+                push(text, spans, &l.to_string(), l.span());
+                text.push(' ');
+            }
+        }
+    }
+}
+
+/// The span of the token at byte `at` of the text (the nearest one before
+/// it, e.g. for a missing token at the end).
+fn span_at(spans: &[(usize, usize, Span)], at: usize) -> Span {
+    spans
+        .iter()
+        .rev()
+        .find(|(start, _, _)| *start <= at)
+        .map(|s| s.2)
+        .unwrap_or_else(Span::call_site)
+}
+
+fn rust_type(ty: passfold_dsl::ScalarType) -> Tokens {
+    match ty {
+        passfold_dsl::ScalarType::F64 => quote!(f64),
+        passfold_dsl::ScalarType::I32 | passfold_dsl::ScalarType::Bool => quote!(i32),
+        passfold_dsl::ScalarType::F32 => quote!(f32),
+    }
+}
+
+/// The typed item for a checked kernel.
+fn expand(text: &str, kernel: &passfold_dsl::Kernel, plan_text: &str) -> Tokens {
+    use passfold_dsl::TensorKind;
+    let name = format_ident!("{}", kernel.name);
+    let extents: Vec<_> = kernel
+        .extents
+        .iter()
+        .map(|e| format_ident!("{}", e.name))
+        .collect();
+    let mut arg_decls = Vec::new();
+    let mut arg_values = Vec::new();
+    for id in kernel.arguments() {
+        let t = kernel.tensor(id);
+        let ident = format_ident!("{}", t.name);
+        let ty = rust_type(t.ty);
+        let index = id.0 as usize;
+        if t.kind == TensorKind::Input {
+            arg_decls.push(quote!(#ident: &[#ty]));
+        } else {
+            arg_decls.push(quote!(#ident: &mut [#ty]));
+        }
+        arg_values.push(quote! {
+            {
+                let tensor = &kernel.kernel().tensors[#index];
+                let shape = ::passfold::dsl::shape_of(tensor, &extents)
+                    .ok_or_else(|| ::passfold::Error::Call(::passfold::CallError::TooLarge {
+                        name: tensor.name.clone(),
+                    }))?;
+                ::passfold::Arg::new(#ident, &shape)
+            }
+        });
+    }
+    let mut param_decls = Vec::new();
+    let mut param_values = Vec::new();
+    for p in &kernel.params {
+        let ident = format_ident!("{}", p.name);
+        let ty = rust_type(p.ty);
+        param_decls.push(quote!(#ident: #ty));
+        param_values.push(quote!(#ident as f64));
+    }
+    let parts: Vec<String> = kernel
+        .extents
+        .iter()
+        .map(|e| format!("{}: usize", e.name))
+        .chain(kernel.arguments().map(|id| {
+            let t = kernel.tensor(id);
+            let ty = t.ty.to_string();
+            if t.kind == TensorKind::Input {
+                format!("{}: &[{ty}]", t.name)
+            } else {
+                format!("{}: &mut [{ty}]", t.name)
+            }
+        }))
+        .chain(
+            kernel
+                .params
+                .iter()
+                .map(|p| format!("{}: {}", p.name, p.ty)),
+        )
+        .collect();
+    let signature = format!("`{}({})`", kernel.name, parts.join(", "));
+    let doc_call = format!(
+        "Runs the kernel: {signature}. Extents first, then tensors (row-major), then parameters."
+    );
+    let doc_plan = format!("The plan computed when the crate compiled:\n\n```text\n{plan_text}```");
+    quote! {
+        #[doc = "A passfold kernel checked and planned at compile time (`kernel!`)."]
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct #name;
+
+        impl #name {
+            /// The kernel's text.
+            pub const SOURCE: &'static str = #text;
+            #[doc = #doc_plan]
+            pub const PLAN: &'static str = #plan_text;
+
+            /// The compiled kernel (compiled on first use, then cached).
+            pub fn compiled() -> ::std::result::Result<::std::sync::Arc<::passfold::CompiledKernel>, ::passfold::Error> {
+                static KERNEL: ::std::sync::OnceLock<::std::sync::Arc<::passfold::CompiledKernel>> =
+                    ::std::sync::OnceLock::new();
+                if let Some(k) = KERNEL.get() {
+                    return Ok(k.clone());
+                }
+                let k = ::passfold::compile(Self::SOURCE)?;
+                Ok(KERNEL.get_or_init(|| k).clone())
+            }
+
+            #[doc = #doc_call]
+            #[allow(clippy::too_many_arguments)]
+            pub fn call(
+                #(#extents: usize,)*
+                #(#arg_decls,)*
+                #(#param_decls,)*
+            ) -> ::std::result::Result<(), ::passfold::Error> {
+                let kernel = Self::compiled()?;
+                let extents: ::std::vec::Vec<i64> = ::std::vec![#(#extents as i64),*];
+                let args = ::std::vec![#(#arg_values),*];
+                kernel
+                    .call(args, &[#(#param_values),*])
+                    .map_err(::passfold::Error::Call)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Snapshots of the expansion, formatted with prettyplease.
+
+    fn expansion(src: &str) -> String {
+        let kernel = passfold_dsl::check(src, &Default::default()).expect("checks");
+        let plan = passfold_dsl::plan(&kernel, Default::default()).to_string();
+        let file: syn::File = syn::parse2(super::expand(src, &kernel, &plan)).expect("parses");
+        prettyplease::unparse(&file)
+    }
+
+    #[test]
+    fn expansions() {
+        insta::assert_snapshot!(
+            "softmax",
+            expansion(
+                "kernel softmax(x: f32[b, i]) -> (y: f32[b, i]) {
+                    m[b] = max[i](x[b, i]);
+                    s[b] = sum[i](exp(x[b, i] - m[b]));
+                    y[b, i] = exp(x[b, i] - m[b]) / s[b];
+                }"
+            )
+        );
+        insta::assert_snapshot!(
+            "cross_entropy",
+            expansion(
+                "kernel cross_entropy(logits: f32[b, i], label: i32[b]) -> (loss: f32[b]) {
+                    m[b] = max[i](logits[b, i]);
+                    lse[b] = m[b] + log(sum[i](exp(logits[b, i] - m[b])));
+                    loss[b] = lse[b] - logits[b, label[b]];
+                }"
+            )
+        );
+        insta::assert_snapshot!(
+            "rms_norm_in_place_param",
+            expansion(
+                "kernel rms_norm(x: f32[b, i], g: f32[i], eps: f32) -> (y: f32[b, i]) {
+                    r[b] = rsqrt(mean[i](x[b, i] * x[b, i]) + eps);
+                    y[b, i] = x[b, i] * r[b] * g[i];
+                }"
+            )
+        );
+    }
+}

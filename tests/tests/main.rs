@@ -9,6 +9,8 @@ mod diagnostics;
 mod fuzz_corpus;
 mod interp;
 mod ir_snapshots;
+mod macro_errors;
+mod macro_kernels;
 mod planner;
 mod random_kernels;
 mod vector;

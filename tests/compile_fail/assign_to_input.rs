@@ -1,0 +1,9 @@
+// A malformed kernel is a compile error at the offending token.
+passfold::kernel! {
+    kernel k(x: f32[i]) -> (y: f32[i]) {
+        x[i] = 0.0;
+        y[i] = x[i];
+    }
+}
+
+fn main() {}

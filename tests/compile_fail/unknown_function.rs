@@ -1,0 +1,8 @@
+// A malformed kernel is a compile error at the offending token.
+passfold::kernel! {
+    kernel k(x: f32[i]) -> (y: f32[i]) {
+        y[i] = expo(x[i]);
+    }
+}
+
+fn main() {}
