@@ -35,6 +35,10 @@ use quote::{format_ident, quote};
 #[proc_macro]
 pub fn kernel(input: TokenStream) -> TokenStream {
     let input = Tokens::from(input);
+    let (fixed, input) = match fixed_extents(input) {
+        Ok(x) => x,
+        Err(e) => return e.to_compile_error().into(),
+    };
     let (text, spans) = to_text(input);
     // The front end lexes text and reads byte offsets from spans, which
     // only proc-macro2's own implementation has: use it while checking, and
@@ -47,7 +51,16 @@ pub fn kernel(input: TokenStream) -> TokenStream {
     });
     proc_macro2::fallback::unforce();
     match checked.map(|(k, plan)| (k, plan)) {
-        Ok((kernel, plan)) => expand(&text, &kernel, &plan).into(),
+        Ok((kernel, plan)) => {
+            for (name, _, span) in &fixed {
+                if !kernel.extents.iter().any(|e| &e.name == name) {
+                    let msg = format!("the kernel has no extent `{name}`");
+                    return syn::Error::new(*span, msg).to_compile_error().into();
+                }
+            }
+            let fixed: Vec<(String, i64)> = fixed.into_iter().map(|(n, v, _)| (n, v)).collect();
+            expand(&text, &kernel, &plan, &fixed).into()
+        }
         Err(diags) => {
             let mut errors = Tokens::new();
             for d in &diags.0 {
@@ -57,6 +70,60 @@ pub fn kernel(input: TokenStream) -> TokenStream {
             errors.into()
         }
     }
+}
+
+/// A leading `#[extents(d = 128, ...)]`: extents baked into the code; the
+/// rest of the tokens is the kernel.
+#[allow(clippy::type_complexity)]
+fn fixed_extents(input: Tokens) -> syn::Result<(Vec<(String, i64, Span)>, Tokens)> {
+    let mut iter = input.clone().into_iter().peekable();
+    let Some(TokenTree::Punct(p)) = iter.peek() else {
+        return Ok((Vec::new(), input));
+    };
+    if p.as_char() != '#' {
+        return Ok((Vec::new(), input));
+    }
+    iter.next();
+    let Some(TokenTree::Group(g)) = iter.next() else {
+        return Err(syn::Error::new(
+            Span::call_site(),
+            "expected `#[extents(name = length, ...)]`",
+        ));
+    };
+    let meta: syn::Meta = syn::parse2(g.stream())?;
+    let list = match meta {
+        syn::Meta::List(list) if list.path.is_ident("extents") => list,
+        other => {
+            return Err(syn::Error::new_spanned(
+                other,
+                "expected `#[extents(name = length, ...)]`",
+            ));
+        }
+    };
+    let pairs = list.parse_args_with(
+        syn::punctuated::Punctuated::<syn::MetaNameValue, syn::Token![,]>::parse_terminated,
+    )?;
+    let mut fixed = Vec::new();
+    for pair in pairs {
+        let name = pair
+            .path
+            .get_ident()
+            .ok_or_else(|| syn::Error::new_spanned(&pair.path, "expected an extent name"))?
+            .to_string();
+        let syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(len),
+            ..
+        }) = &pair.value
+        else {
+            return Err(syn::Error::new_spanned(
+                &pair.value,
+                "expected a length (an integer)",
+            ));
+        };
+        let span = len.span();
+        fixed.push((name, len.base10_parse::<i64>()?, span));
+    }
+    Ok((fixed, iter.collect()))
 }
 
 /// The tokens as DSL text, and `(start, end, span)` of every token in it.
@@ -127,14 +194,35 @@ fn rust_type(ty: passfold_dsl::ScalarType) -> Tokens {
 }
 
 /// The typed item for a checked kernel.
-fn expand(text: &str, kernel: &passfold_dsl::Kernel, plan_text: &str) -> Tokens {
+fn expand(
+    text: &str,
+    kernel: &passfold_dsl::Kernel,
+    plan_text: &str,
+    fixed: &[(String, i64)],
+) -> Tokens {
     use passfold_dsl::TensorKind;
     let name = format_ident!("{}", kernel.name);
+    let fixed_len = |name: &str| fixed.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    // Dynamic extents are arguments; fixed ones are constants.
     let extents: Vec<_> = kernel
         .extents
         .iter()
+        .filter(|e| fixed_len(&e.name).is_none())
         .map(|e| format_ident!("{}", e.name))
         .collect();
+    let extent_values: Vec<Tokens> = kernel
+        .extents
+        .iter()
+        .map(|e| match fixed_len(&e.name) {
+            Some(v) => quote!(#v),
+            None => {
+                let id = format_ident!("{}", e.name);
+                quote!(#id as i64)
+            }
+        })
+        .collect();
+    let fixed_names: Vec<&str> = fixed.iter().map(|(n, _)| n.as_str()).collect();
+    let fixed_values: Vec<i64> = fixed.iter().map(|(_, v)| *v).collect();
     let mut arg_decls = Vec::new();
     let mut arg_values = Vec::new();
     for id in kernel.arguments() {
@@ -169,6 +257,7 @@ fn expand(text: &str, kernel: &passfold_dsl::Kernel, plan_text: &str) -> Tokens 
     let parts: Vec<String> = kernel
         .extents
         .iter()
+        .filter(|e| fixed_len(&e.name).is_none())
         .map(|e| format!("{}: usize", e.name))
         .chain(kernel.arguments().map(|id| {
             let t = kernel.tensor(id);
@@ -187,8 +276,20 @@ fn expand(text: &str, kernel: &passfold_dsl::Kernel, plan_text: &str) -> Tokens 
         )
         .collect();
     let signature = format!("`{}({})`", kernel.name, parts.join(", "));
+    let fixed_doc = if fixed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Compiled for {} (baked into the code; other lengths are refused).",
+            fixed
+                .iter()
+                .map(|(n, v)| format!("`{n}` = {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     let doc_call = format!(
-        "Runs the kernel: {signature}. Extents first, then tensors (row-major), then parameters."
+        "Runs the kernel: {signature}. Extents first, then tensors (row-major), then parameters.{fixed_doc}"
     );
     let doc_plan = format!("The plan computed when the crate compiled:\n\n```text\n{plan_text}```");
     quote! {
@@ -210,7 +311,7 @@ fn expand(text: &str, kernel: &passfold_dsl::Kernel, plan_text: &str) -> Tokens 
                 if let Some(k) = KERNEL.get() {
                     return Ok(k.clone());
                 }
-                let k = ::passfold::compile(Self::SOURCE)?;
+                let k = ::passfold::compile_specialized(Self::SOURCE, &[#((#fixed_names, #fixed_values)),*])?;
                 Ok(KERNEL.get_or_init(|| k).clone())
             }
 
@@ -222,7 +323,7 @@ fn expand(text: &str, kernel: &passfold_dsl::Kernel, plan_text: &str) -> Tokens 
                 #(#param_decls,)*
             ) -> ::std::result::Result<(), ::passfold::Error> {
                 let kernel = Self::compiled()?;
-                let extents: ::std::vec::Vec<i64> = ::std::vec![#(#extents as i64),*];
+                let extents: ::std::vec::Vec<i64> = ::std::vec![#(#extent_values),*];
                 let args = ::std::vec![#(#arg_values),*];
                 kernel
                     .call(args, &[#(#param_values),*])
@@ -239,7 +340,7 @@ mod tests {
     fn expansion(src: &str) -> String {
         let kernel = passfold_dsl::check(src, &Default::default()).expect("checks");
         let plan = passfold_dsl::plan(&kernel, Default::default()).to_string();
-        let file: syn::File = syn::parse2(super::expand(src, &kernel, &plan)).expect("parses");
+        let file: syn::File = syn::parse2(super::expand(src, &kernel, &plan, &[])).expect("parses");
         prettyplease::unparse(&file)
     }
 

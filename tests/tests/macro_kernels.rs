@@ -94,3 +94,60 @@ fn macro_kernel_calls_report_errors() {
     let err = cross_entropy::call(2, 5, &x, &labels, &mut loss).unwrap_err();
     assert!(err.to_string().contains("logits"), "{err}");
 }
+
+kernel! {
+    #[extents(c = 16, e = 8)]
+    kernel attention(q: f32[h, i, c], k: f32[h, j, c], v: f32[h, j, e], scale: f32) -> (o: f32[h, i, e]) {
+        s[h, i, j] = scale * sum[c](q[h, i, c] * k[h, j, c]);
+        m[h, i] = max[j](s[h, i, j]);
+        l[h, i] = sum[j](exp(s[h, i, j] - m[h, i]));
+        o[h, i, e] = sum[j](exp(s[h, i, j] - m[h, i]) * v[h, j, e]) / l[h, i];
+    }
+}
+
+/// Extents fixed in the macro are constants in the code: the call takes
+/// only the dynamic ones, matches the general kernel, and the compiled
+/// kernel refuses other lengths.
+#[test]
+fn macro_kernel_with_fixed_extents() {
+    let (h, i, j, c, e) = (2usize, 3usize, 45usize, 16usize, 8usize);
+    let q: Vec<f32> = (0..h * i * c)
+        .map(|k| ((k * 31) % 17) as f32 * 0.1 - 0.8)
+        .collect();
+    let kk: Vec<f32> = (0..h * j * c)
+        .map(|k| ((k * 13) % 23) as f32 * 0.1 - 1.1)
+        .collect();
+    let v: Vec<f32> = (0..h * j * e)
+        .map(|k| ((k * 7) % 11) as f32 - 5.0)
+        .collect();
+    let mut o = vec![0.0f32; h * i * e];
+    attention::call(h, i, j, &q, &kk, &v, &mut o, 0.25).unwrap();
+    let mut want = vec![0.0f32; h * i * e];
+    runtime_call(
+        attention::SOURCE,
+        vec![
+            passfold::Arg::new(&q, &[h, i, c]),
+            passfold::Arg::new(&kk, &[h, j, c]),
+            passfold::Arg::new(&v, &[h, j, e]),
+            passfold::Arg::new(&mut want, &[h, i, e]),
+        ],
+        &[0.25],
+    );
+    assert_eq!(o, want);
+    // The compiled kernel itself was specialized: other lengths are refused.
+    let compiled = attention::compiled().unwrap();
+    let q8 = vec![0.0f32; h * i * 8];
+    let k8 = vec![0.0f32; h * j * 8];
+    let err = compiled
+        .call(
+            vec![
+                passfold::Arg::new(&q8, &[h, i, 8]),
+                passfold::Arg::new(&k8, &[h, j, 8]),
+                passfold::Arg::new(&v, &[h, j, e]),
+                passfold::Arg::new(&mut o, &[h, i, e]),
+            ],
+            &[0.25],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("`c`"), "{err}");
+}
