@@ -20,6 +20,10 @@ pub enum Error {
     /// Code generation or the JIT failed (a compiler bug or an unsupported target).
     #[error(transparent)]
     Compile(#[from] passfold_runtime::CompileError),
+    /// A plan embedded by `kernel!` does not read back (a passfold version
+    /// mismatch between the macro and the library).
+    #[error("the embedded plan does not read back: {0}")]
+    Embedded(String),
     /// A call was refused or failed (from the functions `kernel!` generates).
     #[error(transparent)]
     Call(#[from] passfold_runtime::CallError),
@@ -59,6 +63,17 @@ pub fn compile_specialized(src: &str, fixed: &[(&str, i64)]) -> Result<Arc<Compi
             diagnostics,
         })?;
     let plan = passfold_dsl::plan(&kernel, PlanOptions::default());
+    Ok(passfold_runtime::cache().get_or_compile_specialized(&plan, fixed)?)
+}
+
+/// A plan computed at compile time by `kernel!` (its JSON form), compiled
+/// through the cache without parsing or planning again.
+pub fn compile_planned(
+    plan_json: &str,
+    fixed: &[(&str, i64)],
+) -> Result<Arc<CompiledKernel>, Error> {
+    let plan: passfold_dsl::Plan =
+        serde_json::from_str(plan_json).map_err(|e| Error::Embedded(e.to_string()))?;
     Ok(passfold_runtime::cache().get_or_compile_specialized(&plan, fixed)?)
 }
 

@@ -13,6 +13,22 @@ pub struct Handle<T> {
     marker: PhantomData<fn() -> T>,
 }
 
+impl<T> serde::Serialize for Handle<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u32(self.index)
+    }
+}
+
+impl<'de, T> serde::Deserialize<'de> for Handle<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(d)?;
+        Ok(Handle {
+            index,
+            marker: PhantomData,
+        })
+    }
+}
+
 impl<T> Handle<T> {
     /// The handle of the `index`-th value.
     pub fn from_index(index: usize) -> Self {
@@ -67,7 +83,7 @@ impl<T> fmt::Display for Handle<T> {
 }
 
 /// A growable store of `T` addressed by [`Handle<T>`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Arena<T> {
     items: Vec<T>,
 }

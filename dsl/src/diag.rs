@@ -10,7 +10,9 @@ use codespan_reporting::term::{self, Config};
 use std::fmt;
 
 /// A byte range `start..end` in the kernel source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Span {
     /// First byte.
     pub start: u32,

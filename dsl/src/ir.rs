@@ -22,7 +22,9 @@ use std::collections::HashMap;
 use std::fmt;
 
 /// An element type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum ScalarType {
     /// IEEE binary32.
     F32,
@@ -67,23 +69,31 @@ impl fmt::Display for ScalarType {
 }
 
 /// The index of an extent (and of the index variable of the same name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ExtentId(pub u32);
 
 /// The index of a tensor in [`Kernel::tensors`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct TensorId(pub u32);
 
 /// The index of a scalar parameter in [`Kernel::params`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ParamId(pub u32);
 
 /// The index of a variable of a plan's loop program (see [`crate::lir`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct VarId(pub u32);
 
 /// A named size, bound from the arguments when the kernel is called.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Extent {
     /// The name, shared with the index variable that ranges over it.
     pub name: String,
@@ -93,7 +103,7 @@ pub struct Extent {
 ///
 /// Terms are sorted by extent and have non-zero coefficients, so equal forms
 /// compare equal.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Affine {
     /// `(variable, coefficient)` pairs, sorted, coefficients non-zero.
     pub terms: Vec<(ExtentId, i64)>,
@@ -202,7 +212,7 @@ impl Affine {
 ///
 /// `[i]` has length `len(i)` and origin 0; `[j - i]` holds every value of
 /// `j - i`, so it has length `len(i) + len(j) - 1` and origin `len(i) - 1`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Dim(pub Affine);
 
 impl Dim {
@@ -221,7 +231,7 @@ impl Dim {
 }
 
 /// What a tensor is to the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TensorKind {
     /// Read-only argument.
     Input,
@@ -234,7 +244,7 @@ pub enum TensorKind {
 }
 
 /// A tensor: an argument or an intermediate.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Tensor {
     /// Name in the source.
     pub name: String,
@@ -246,6 +256,7 @@ pub struct Tensor {
     pub dims: Vec<Dim>,
     /// Value read at an index outside the tensor (`pad 0.0`); `None` means
     /// such reads are impossible (checked) or, for gathers, a run-time error.
+    #[serde(with = "crate::serde_bits::option")]
     pub pad: Option<f64>,
 }
 
@@ -264,7 +275,7 @@ impl Tensor {
 }
 
 /// A scalar argument passed by value (`tau: f32`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Param {
     /// Name in the source.
     pub name: String,
@@ -273,7 +284,7 @@ pub struct Param {
 }
 
 /// A compile-time constant (`const k: i32 = 4`), substituted during lowering.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConstParam {
     /// Name in the source.
     pub name: String,
@@ -282,7 +293,7 @@ pub struct ConstParam {
 }
 
 /// One subscript of a tensor read.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Index {
     /// An affine form over index variables (`i`, `j - i`, `i + 1`).
     Affine(Affine),
@@ -291,7 +302,7 @@ pub enum Index {
 }
 
 /// Element-wise unary operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[allow(missing_docs)]
 pub enum UnOp {
     Neg,
@@ -318,7 +329,7 @@ pub enum UnOp {
 }
 
 /// Element-wise binary operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[allow(missing_docs)]
 pub enum BinOp {
     Add,
@@ -334,7 +345,7 @@ pub enum BinOp {
 }
 
 /// Comparisons; the result is `bool`. Any comparison with NaN is false except `!=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[allow(missing_docs)]
 pub enum CmpOp {
     Lt,
@@ -346,7 +357,7 @@ pub enum CmpOp {
 }
 
 /// Reductions over one or more index variables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ReduceOp {
     /// `Σ`; 0 over an empty range.
     Sum,
@@ -362,7 +373,7 @@ pub enum ReduceOp {
 }
 
 /// A node of the expression arena. Types live in [`Kernel::node_types`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Node {
     /// A float constant, stored as `f64` bits so nodes can be hashed.
     ConstFloat(u64),
@@ -433,7 +444,7 @@ impl Node {
 }
 
 /// `tensor[indices] = value`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stmt {
     /// The tensor written (an output, in-place argument or temporary).
     pub tensor: TensorId,
@@ -446,7 +457,7 @@ pub struct Stmt {
 }
 
 /// A checked kernel. See the module docs for its invariants.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Kernel {
     /// The kernel's name.
     pub name: String,

@@ -28,6 +28,7 @@ pub mod parse;
 pub mod plan;
 pub mod reorder;
 pub mod rules;
+mod serde_bits;
 pub mod split;
 pub mod text;
 pub mod threads;
@@ -44,8 +45,23 @@ pub use lower::{LowerOptions, lower};
 pub use parse::{parse, parse_tokens};
 pub use plan::{LoopNest, Plan, PlanOptions, plan};
 
+thread_local! {
+    static FRONT_END_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times this thread has run [`check`] or [`plan`] (so tests can
+/// show that a kernel planned at compile time is not planned again).
+pub fn front_end_runs() -> usize {
+    FRONT_END_RUNS.with(|c| c.get())
+}
+
+pub(crate) fn count_front_end_run() {
+    FRONT_END_RUNS.with(|c| c.set(c.get() + 1));
+}
+
 /// Parses and checks kernel text.
 pub fn check(src: &str, opts: &LowerOptions) -> Result<Kernel, Diagnostics> {
+    count_front_end_run();
     let ast = parse(src)?;
     lower(&ast, opts)
 }

@@ -16,7 +16,7 @@ use crate::ir::*;
 use std::fmt;
 
 /// A scalar variable of a program.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Var {
     /// A readable name for the text form (`m.run`, `s.acc`).
     pub name: String,
@@ -25,7 +25,7 @@ pub struct Var {
 }
 
 /// One step of a loop program.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// `for index in start..end { body }`, the range clamped to
     /// `0..len(index)`; without a range, the whole extent.
@@ -76,7 +76,7 @@ pub enum Op {
 
 /// One component of an accumulator state: a variable, or a scratch tensor
 /// over vector indices.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum StateSlot {
     /// A program variable.
     Var(VarId),
@@ -85,7 +85,7 @@ pub enum StateSlot {
 }
 
 /// How two partial states of one accumulator merge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Law {
     /// `a + b` per slot.
     Sum,
@@ -108,7 +108,7 @@ pub enum Law {
 }
 
 /// An accumulator state carried by a sweep.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AccState {
     /// What it accumulates, for the plan text.
     pub describe: String,
@@ -121,7 +121,7 @@ pub struct AccState {
 }
 
 /// A loop program.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Program {
     /// Its variables.
     pub vars: Vec<Var>,

@@ -27,7 +27,7 @@ pub struct PlanOptions {
 }
 
 /// One loop nest of the unfused plan (kept for reports).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoopNest {
     /// The statement it executes (index into [`Kernel::stmts`]).
     pub stmt: usize,
@@ -36,7 +36,7 @@ pub struct LoopNest {
 }
 
 /// An executable schedule of a kernel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// The kernel, with any nodes and scratch tensors the planner added.
     pub kernel: Kernel,
@@ -91,6 +91,7 @@ impl Plan {
 
 /// Plans `kernel`.
 pub fn plan(kernel: &Kernel, opts: PlanOptions) -> Plan {
+    crate::count_front_end_run();
     let mut plan = plan_loops(kernel, opts);
     plan.scalar = opts.scalar;
     let mut rw = crate::rules::Rewriter::new(&plan.kernel);

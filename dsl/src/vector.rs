@@ -34,7 +34,7 @@ use crate::lir::{AccState, Law, Op, Program, StateSlot, has_loop, sets_in, value
 use crate::rules::Rewriter;
 
 /// How a loop of a plan is compiled.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub enum LoopCode {
     /// Not considered: the loop has inner loops (only innermost loops are
     /// vectorized), or vector code is off.
@@ -50,7 +50,7 @@ pub enum LoopCode {
 }
 
 /// What a vectorized loop needs beyond its body.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VectorLoop {
     /// The lanes' element type (`f32` or `f64`).
     pub elem: ScalarType,
@@ -64,6 +64,7 @@ pub struct VectorLoop {
     /// Each state variable, the twin variable the merge reads the other
     /// partial state from, and the state's identity (its value over no
     /// elements).
+    #[serde(with = "crate::serde_bits::states")]
     pub states: Vec<(VarId, VarId, f64)>,
     /// `state ⊕= twin` for every state, by the states' laws.
     pub merge: Vec<Op>,

@@ -22,9 +22,12 @@
 //! The generated item has one `usize` argument per extent (in declaration
 //! order), then one argument per tensor argument in the kernel's order
 //! (`&[T]` for inputs, `&mut [T]` for in-place arguments and outputs), then
-//! one per parameter (`f32`, `f64` or `i32`). Its first call JIT-compiles
-//! the kernel through the process-wide cache; every call validates lengths
-//! and runs machine code. Structure: parse → check → plan (here) →
+//! one per parameter (`f32`, `f64` or `i32`). The plan computed here is
+//! embedded (`PLAN_DATA`, JSON); the first call reads it back and
+//! JIT-compiles it through the process-wide cache, without parsing or
+//! planning; every call validates lengths and runs machine code. A leading
+//! `#[extents(d = 128, ...)]` bakes those extents into the code: the call
+//! then takes only the others. Structure: parse → check → plan (here) →
 //! generate (`expand`), so a second back end can replace the generation.
 
 use proc_macro::TokenStream;
@@ -46,8 +49,9 @@ pub fn kernel(input: TokenStream) -> TokenStream {
     proc_macro2::fallback::force();
     let checked = passfold_dsl::check(&text, &Default::default());
     let checked = checked.map(|k| {
-        let plan = passfold_dsl::plan(&k, Default::default()).to_string();
-        (k, plan)
+        let plan = passfold_dsl::plan(&k, Default::default());
+        let json = serde_json::to_string(&plan).unwrap_or_default();
+        (k, (plan.to_string(), json))
     });
     proc_macro2::fallback::unforce();
     match checked.map(|(k, plan)| (k, plan)) {
@@ -59,7 +63,7 @@ pub fn kernel(input: TokenStream) -> TokenStream {
                 }
             }
             let fixed: Vec<(String, i64)> = fixed.into_iter().map(|(n, v, _)| (n, v)).collect();
-            expand(&text, &kernel, &plan, &fixed).into()
+            expand(&text, &kernel, &plan.0, &plan.1, &fixed).into()
         }
         Err(diags) => {
             let mut errors = Tokens::new();
@@ -198,6 +202,7 @@ fn expand(
     text: &str,
     kernel: &passfold_dsl::Kernel,
     plan_text: &str,
+    plan_json: &str,
     fixed: &[(String, i64)],
 ) -> Tokens {
     use passfold_dsl::TensorKind;
@@ -303,6 +308,10 @@ fn expand(
             pub const SOURCE: &'static str = #text;
             #[doc = #doc_plan]
             pub const PLAN: &'static str = #plan_text;
+            /// The plan itself (JSON), compiled by the first call without
+            /// parsing or planning again.
+            #[doc(hidden)]
+            pub const PLAN_DATA: &'static str = #plan_json;
 
             /// The compiled kernel (compiled on first use, then cached).
             pub fn compiled() -> ::std::result::Result<::std::sync::Arc<::passfold::CompiledKernel>, ::passfold::Error> {
@@ -311,7 +320,7 @@ fn expand(
                 if let Some(k) = KERNEL.get() {
                     return Ok(k.clone());
                 }
-                let k = ::passfold::compile_specialized(Self::SOURCE, &[#((#fixed_names, #fixed_values)),*])?;
+                let k = ::passfold::compile_planned(Self::PLAN_DATA, &[#((#fixed_names, #fixed_values)),*])?;
                 Ok(KERNEL.get_or_init(|| k).clone())
             }
 
@@ -340,7 +349,9 @@ mod tests {
     fn expansion(src: &str) -> String {
         let kernel = passfold_dsl::check(src, &Default::default()).expect("checks");
         let plan = passfold_dsl::plan(&kernel, Default::default()).to_string();
-        let file: syn::File = syn::parse2(super::expand(src, &kernel, &plan, &[])).expect("parses");
+        // The embedded JSON is pinned by the round-trip test, not here.
+        let file: syn::File =
+            syn::parse2(super::expand(src, &kernel, &plan, "{..}", &[])).expect("parses");
         prettyplease::unparse(&file)
     }
 

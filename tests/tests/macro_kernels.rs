@@ -151,3 +151,35 @@ fn macro_kernel_with_fixed_extents() {
         .unwrap_err();
     assert!(err.to_string().contains("`c`"), "{err}");
 }
+
+kernel! {
+    kernel lse_counted(x: f32[b, i]) -> (y: f32[b]) {
+        m[b] = max[i](x[b, i]);
+        y[b] = m[b] + log(sum[i](exp(x[b, i] - m[b])));
+    }
+}
+
+/// The plan `kernel!` computed at compile time is embedded: the first call
+/// compiles it with Cranelift without parsing or planning (the front end's
+/// run counter on this thread does not move).
+#[test]
+fn first_macro_call_does_not_parse_or_plan() {
+    let before = passfold::dsl::front_end_runs();
+    let x: Vec<f32> = (0..64).map(|k| k as f32 * 0.5).collect();
+    let mut y = vec![0.0f32; 2];
+    lse_counted::call(2, 32, &x, &mut y).unwrap();
+    assert_eq!(
+        passfold::dsl::front_end_runs(),
+        before,
+        "the first call ran the front end"
+    );
+    let want = 15.5f32
+        + (0..32)
+            .map(|k| ((k as f32 - 31.0) * 0.5).exp())
+            .sum::<f32>()
+            .ln();
+    assert!((y[0] - want).abs() < 1e-5, "{} vs {want}", y[0]);
+    // Compiling the text at run time does run it.
+    passfold::compile(lse_counted::SOURCE).unwrap();
+    assert!(passfold::dsl::front_end_runs() > before);
+}

@@ -395,3 +395,41 @@ fn combine_laws_merge_split_sweeps() {
     }
     assert!(split_any > 50, "only {split_any} sweeps were split");
 }
+
+/// Plans read back from their JSON form (what `kernel!` embeds) are the
+/// same plans: same text, same kernel.
+#[test]
+fn plans_round_trip_through_json() {
+    for entry in passfold_kernels::CATALOGUE {
+        let kernel = check(entry.source);
+        for opts in [
+            PlanOptions::default(),
+            PlanOptions {
+                unfused: true,
+                ..Default::default()
+            },
+            PlanOptions {
+                scalar: true,
+                exp_shift: ExpShift::TwoPass,
+                ..Default::default()
+            },
+        ] {
+            let p = plan(&kernel, opts);
+            let json = serde_json::to_string(&p).expect("serializes");
+            let back: passfold_dsl::Plan = serde_json::from_str(&json).expect("reads back");
+            assert_eq!(back.to_string(), p.to_string(), "{}", entry.name);
+            assert_eq!(
+                back.kernel.to_string(),
+                p.kernel.to_string(),
+                "{}",
+                entry.name
+            );
+            assert_eq!(
+                back.kernel.node_spans, p.kernel.node_spans,
+                "{}",
+                entry.name
+            );
+            assert_eq!(back.program, p.program, "{}", entry.name);
+        }
+    }
+}
