@@ -403,12 +403,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
                     self.check_store(*tensor, index, *value)?;
                     self.cache.push();
                     let x = self.value(*value)?;
-                    let offsets = index
-                        .iter()
-                        .map(|&e| self.index(e))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let addr = self.address(tensor.0 as usize, &offsets);
-                    self.b.ins().store(data_flags(), x, addr, 0);
+                    self.store_at(*tensor, index, x, data_flags())?;
                     self.cache.pop();
                 }
             }
@@ -473,6 +468,24 @@ impl<'k, 'f> Emitter<'k, 'f> {
         self.b.switch_to_block(done);
     }
 
+    /// Stores `x` (a scalar, or the lanes of a vector) at `tensor[index]`,
+    /// the indices' current values.
+    pub(crate) fn store_at(
+        &mut self,
+        tensor: TensorId,
+        index: &[ExtentId],
+        x: Value,
+        flags: MemFlagsData,
+    ) -> Result<(), CodegenError> {
+        let offsets = index
+            .iter()
+            .map(|&e| self.index(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let addr = self.address(tensor.0 as usize, &offsets);
+        self.b.ins().store(flags, x, addr, 0);
+        Ok(())
+    }
+
     /// The number of program variables.
     pub(crate) fn var_count(&self) -> usize {
         self.vars.len()
@@ -499,7 +512,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
     /// A store is in bounds when its subscripts are the written tensor's
     /// dimensions (plain extents), and allowed when the tensor is not an
     /// input (the runtime may pass inputs as shared slices).
-    fn check_store(
+    pub(crate) fn check_store(
         &self,
         t: TensorId,
         index: &[ExtentId],

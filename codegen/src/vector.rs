@@ -466,14 +466,10 @@ impl Emitter<'_, '_> {
                     index,
                     value,
                 } => {
+                    self.check_store(*tensor, index, *value)?;
                     self.cache.push();
                     let x = self.vvalue(l, *value)?;
-                    let offsets = index
-                        .iter()
-                        .map(|&e| self.index(e))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let addr = self.address(tensor.0 as usize, &offsets);
-                    self.b.ins().store(vector_flags(), x, addr, 0);
+                    self.store_at(*tensor, index, x, vector_flags())?;
                     self.cache.pop();
                     l.cache.clear();
                 }
