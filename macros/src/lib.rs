@@ -27,7 +27,8 @@
 //! JIT-compiles it through the process-wide cache, without parsing or
 //! planning; every call validates lengths and runs machine code. A leading
 //! `#[extents(d = 128, ...)]` bakes those extents into the code: the call
-//! then takes only the others. Structure: parse → check → plan (here) →
+//! then takes only the others. `#[consts(k = 4, ...)]` gives the kernel's
+//! `const` parameters their values, folded into the plan at compile time. Structure: parse → check → plan (here) →
 //! generate (`expand`), so a second back end can replace the generation.
 
 use proc_macro::TokenStream;
@@ -38,16 +39,20 @@ use quote::{format_ident, quote};
 #[proc_macro]
 pub fn kernel(input: TokenStream) -> TokenStream {
     let input = Tokens::from(input);
-    let (fixed, input) = match fixed_extents(input) {
+    let (fixed, consts, input) = match attributes(input) {
         Ok(x) => x,
         Err(e) => return e.to_compile_error().into(),
     };
     let (text, spans) = to_text(input);
+    let opts = passfold_dsl::LowerOptions {
+        consts: consts.iter().map(|(n, v, _)| (n.clone(), *v)).collect(),
+        ..Default::default()
+    };
     // The front end lexes text and reads byte offsets from spans, which
     // only proc-macro2's own implementation has: use it while checking, and
     // the compiler's again for the output.
     proc_macro2::fallback::force();
-    let checked = passfold_dsl::check(&text, &Default::default());
+    let checked = passfold_dsl::check(&text, &opts);
     let checked = checked.map(|k| {
         let plan = passfold_dsl::plan(&k, Default::default());
         let json = serde_json::to_string(&plan).unwrap_or_default();
@@ -59,6 +64,12 @@ pub fn kernel(input: TokenStream) -> TokenStream {
             for (name, _, span) in &fixed {
                 if !kernel.extents.iter().any(|e| &e.name == name) {
                     let msg = format!("the kernel has no extent `{name}`");
+                    return syn::Error::new(*span, msg).to_compile_error().into();
+                }
+            }
+            for (name, _, span) in &consts {
+                if !kernel.consts.iter().any(|c| &c.name == name) {
+                    let msg = format!("the kernel has no `const` parameter `{name}`");
                     return syn::Error::new(*span, msg).to_compile_error().into();
                 }
             }
@@ -76,34 +87,52 @@ pub fn kernel(input: TokenStream) -> TokenStream {
     }
 }
 
-/// A leading `#[extents(d = 128, ...)]`: extents baked into the code; the
-/// rest of the tokens is the kernel.
-#[allow(clippy::type_complexity)]
-fn fixed_extents(input: Tokens) -> syn::Result<(Vec<(String, i64, Span)>, Tokens)> {
-    let mut iter = input.clone().into_iter().peekable();
-    let Some(TokenTree::Punct(p)) = iter.peek() else {
-        return Ok((Vec::new(), input));
-    };
-    if p.as_char() != '#' {
-        return Ok((Vec::new(), input));
-    }
-    iter.next();
-    let Some(TokenTree::Group(g)) = iter.next() else {
-        return Err(syn::Error::new(
-            Span::call_site(),
-            "expected `#[extents(name = length, ...)]`",
-        ));
-    };
-    let meta: syn::Meta = syn::parse2(g.stream())?;
-    let list = match meta {
-        syn::Meta::List(list) if list.path.is_ident("extents") => list,
-        other => {
-            return Err(syn::Error::new_spanned(
-                other,
-                "expected `#[extents(name = length, ...)]`",
-            ));
+type Fixed = Vec<(String, i64, Span)>;
+
+/// Leading `#[extents(d = 128, ...)]` (extents baked into the code) and
+/// `#[consts(k = 4, ...)]` (values of the kernel's `const` parameters,
+/// folded into the plan) attributes; the rest of the tokens is the kernel.
+fn attributes(input: Tokens) -> syn::Result<(Fixed, Fixed, Tokens)> {
+    let mut extents = Vec::new();
+    let mut consts = Vec::new();
+    let mut rest = input;
+    loop {
+        let mut iter = rest.clone().into_iter().peekable();
+        let Some(TokenTree::Punct(p)) = iter.peek() else {
+            break;
+        };
+        if p.as_char() != '#' {
+            break;
         }
-    };
+        iter.next();
+        let Some(TokenTree::Group(g)) = iter.next() else {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                "expected `#[extents(name = length, ...)]` or `#[consts(name = value, ...)]`",
+            ));
+        };
+        let meta: syn::Meta = syn::parse2(g.stream())?;
+        match meta {
+            syn::Meta::List(list) if list.path.is_ident("extents") => {
+                extents.extend(pairs(&list)?);
+            }
+            syn::Meta::List(list) if list.path.is_ident("consts") => {
+                consts.extend(pairs(&list)?);
+            }
+            other => {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    "expected `#[extents(name = length, ...)]` or `#[consts(name = value, ...)]`",
+                ));
+            }
+        }
+        rest = iter.collect();
+    }
+    Ok((extents, consts, rest))
+}
+
+/// `name = integer, ...` of an attribute.
+fn pairs(list: &syn::MetaList) -> syn::Result<Fixed> {
     let pairs = list.parse_args_with(
         syn::punctuated::Punctuated::<syn::MetaNameValue, syn::Token![,]>::parse_terminated,
     )?;
@@ -112,22 +141,19 @@ fn fixed_extents(input: Tokens) -> syn::Result<(Vec<(String, i64, Span)>, Tokens
         let name = pair
             .path
             .get_ident()
-            .ok_or_else(|| syn::Error::new_spanned(&pair.path, "expected an extent name"))?
+            .ok_or_else(|| syn::Error::new_spanned(&pair.path, "expected a name"))?
             .to_string();
         let syn::Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Int(len),
             ..
         }) = &pair.value
         else {
-            return Err(syn::Error::new_spanned(
-                &pair.value,
-                "expected a length (an integer)",
-            ));
+            return Err(syn::Error::new_spanned(&pair.value, "expected an integer"));
         };
         let span = len.span();
         fixed.push((name, len.base10_parse::<i64>()?, span));
     }
-    Ok((fixed, iter.collect()))
+    Ok(fixed)
 }
 
 /// The tokens as DSL text, and `(start, end, span)` of every token in it.

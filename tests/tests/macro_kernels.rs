@@ -183,3 +183,46 @@ fn first_macro_call_does_not_parse_or_plan() {
     passfold::compile(lse_counted::SOURCE).unwrap();
     assert!(passfold::dsl::front_end_runs() > before);
 }
+
+kernel! {
+    #[consts(k = 3)]
+    kernel topk_gate(x: f32[b, i], const k: i32 = 2) -> (y: f32[b, i]) {
+        t[b] = topk[i](x[b, i], k);
+        m[b] = max[i](x[b, i]);
+        s[b] = sum[i](select(x[b, i] >= t[b], exp(x[b, i] - m[b]), 0.0));
+        y[b, i] = select(x[b, i] >= t[b], exp(x[b, i] - m[b]) / s[b], 0.0);
+    }
+}
+
+/// A `const` parameter given in the macro is folded into the plan at
+/// compile time: the same results as the run-time API with that value.
+#[test]
+fn macro_kernel_with_a_const_parameter() {
+    let (b, i) = (2usize, 9usize);
+    let x: Vec<f32> = (0..b * i)
+        .map(|k| ((k * 5) % 7) as f32 - 3.0 + k as f32 * 0.01)
+        .collect();
+    let mut y = vec![0.0f32; b * i];
+    topk_gate::call(b, i, &x, &mut y).unwrap();
+    assert!(topk_gate::PLAN.contains("topk"), "{}", topk_gate::PLAN);
+    let opts = passfold::LowerOptions {
+        consts: vec![("k".into(), 3)],
+        ..Default::default()
+    };
+    let k = passfold::compile_with(topk_gate::SOURCE, &opts, Default::default()).unwrap();
+    let mut want = vec![0.0f32; b * i];
+    k.call(
+        vec![
+            passfold::Arg::new(&x, &[b, i]),
+            passfold::Arg::new(&mut want, &[b, i]),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(y, want);
+    // Three entries per row are kept (k = 3, not the default 2).
+    for r in 0..b {
+        let kept = y[r * i..(r + 1) * i].iter().filter(|v| **v > 0.0).count();
+        assert_eq!(kept, 3, "{y:?}");
+    }
+}
