@@ -319,8 +319,21 @@ fn expand(
                 .join(", ")
         )
     };
+    let consts_doc = if kernel.consts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Constants folded into the plan at compile time: {}.",
+            kernel
+                .consts
+                .iter()
+                .map(|c| format!("`{}` = {}", c.name, c.value))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     let doc_call = format!(
-        "Runs the kernel: {signature}. Extents first, then tensors (row-major), then parameters.{fixed_doc}"
+        "Runs the kernel: {signature}. Extents first, then tensors (row-major), then parameters.{fixed_doc}{consts_doc}"
     );
     let doc_plan = format!("The plan computed when the crate compiled:\n\n```text\n{plan_text}```");
     quote! {
