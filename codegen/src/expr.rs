@@ -20,6 +20,18 @@ use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{BlockArg, InstBuilder, Value, types};
 use passfold_dsl::{Affine, BinOp, CmpOp, Handle, Index, Node, ScalarType, TensorId, UnOp};
 
+/// The float condition of a comparison: ordered (false on NaN) except `!=`.
+pub(crate) fn float_cc(op: CmpOp) -> FloatCC {
+    match op {
+        CmpOp::Lt => FloatCC::LessThan,
+        CmpOp::Le => FloatCC::LessThanOrEqual,
+        CmpOp::Gt => FloatCC::GreaterThan,
+        CmpOp::Ge => FloatCC::GreaterThanOrEqual,
+        CmpOp::Eq => FloatCC::Equal,
+        CmpOp::Ne => FloatCC::NotEqual,
+    }
+}
+
 impl Emitter<'_, '_> {
     /// The value of `root` at the current point, emitting what is not cached.
     pub fn value(&mut self, root: Handle<Node>) -> Result<Value, CodegenError> {
@@ -264,15 +276,7 @@ impl Emitter<'_, '_> {
 
     fn compare(&mut self, op: CmpOp, x: Value, y: Value, operand_ty: ScalarType) -> Value {
         if operand_ty.is_float() {
-            let cc = match op {
-                CmpOp::Lt => FloatCC::LessThan,
-                CmpOp::Le => FloatCC::LessThanOrEqual,
-                CmpOp::Gt => FloatCC::GreaterThan,
-                CmpOp::Ge => FloatCC::GreaterThanOrEqual,
-                CmpOp::Eq => FloatCC::Equal,
-                CmpOp::Ne => FloatCC::NotEqual,
-            };
-            return self.b.ins().fcmp(cc, x, y);
+            return self.b.ins().fcmp(float_cc(op), x, y);
         }
         let cc = match op {
             CmpOp::Lt => IntCC::SignedLessThan,

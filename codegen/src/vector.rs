@@ -33,9 +33,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::Variable;
 use passfold_dsl::lir::{Op, sets_in, value_roots as op_roots};
 use passfold_dsl::vector::VectorLoop;
-use passfold_dsl::{
-    BinOp, CmpOp, ExtentId, Handle, Index, Node, ReduceOp, ScalarType, UnOp, VarId,
-};
+use passfold_dsl::{BinOp, ExtentId, Handle, Index, Node, ReduceOp, ScalarType, UnOp, VarId};
 use std::collections::HashMap;
 
 /// The lane context of the code being emitted.
@@ -236,15 +234,7 @@ impl Emitter<'_, '_> {
             Node::Cmp(op, a, b) => {
                 let x = self.vvalue(l, *a)?;
                 let y = self.vvalue(l, *b)?;
-                let cc = match op {
-                    CmpOp::Lt => FloatCC::LessThan,
-                    CmpOp::Le => FloatCC::LessThanOrEqual,
-                    CmpOp::Gt => FloatCC::GreaterThan,
-                    CmpOp::Ge => FloatCC::GreaterThanOrEqual,
-                    CmpOp::Eq => FloatCC::Equal,
-                    CmpOp::Ne => FloatCC::NotEqual,
-                };
-                self.b.ins().fcmp(cc, x, y)
+                self.b.ins().fcmp(crate::expr::float_cc(*op), x, y)
             }
             Node::Select(c, a, b) => {
                 let c = self.vvalue(l, *c)?;
