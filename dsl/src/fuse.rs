@@ -57,8 +57,8 @@ pub enum Reload {
     /// output statement reads again (softmax) is not fused into the max's
     /// sweep: it is summed after the max and reloaded. Measured here
     /// (`passfold bench kernels/softmax.pf`, f32x4 code, one run each):
-    /// b=4·i=1024, b=64·i=4096 and one row of 16,777,216: the reload form
-    /// took 0.55×, 0.54× and 0.58× the time of the running-max form that
+    /// b=1·i=1024, b=64·i=4096 and one row of 16,777,216: the reload form
+    /// took 0.69×, 0.62× and 0.57× the time of the running-max form that
     /// recomputes `exp` in the output sweep (a vector `exp` costs about
     /// 0.5–0.8 ns per element; storing and reloading an element about 0.3 ns
     /// out of cache; the running max's rescaling about 0.3 ns).

@@ -108,26 +108,23 @@ data_from!(f32, F32, F32Mut);
 data_from!(f64, F64, F64Mut);
 data_from!(i32, I32, I32Mut);
 
-impl<'a> From<&'a [half::f16]> for Data<'a> {
-    fn from(s: &'a [half::f16]) -> Self {
-        Data::F16(s)
-    }
+/// Shared slices only: half-precision storage is for inputs.
+macro_rules! half_from {
+    ($t:ty, $variant:ident) => {
+        impl<'a> From<&'a [$t]> for Data<'a> {
+            fn from(s: &'a [$t]) -> Self {
+                Data::$variant(s)
+            }
+        }
+        impl<'a> From<&'a Vec<$t>> for Data<'a> {
+            fn from(s: &'a Vec<$t>) -> Self {
+                Data::$variant(s)
+            }
+        }
+    };
 }
-impl<'a> From<&'a Vec<half::f16>> for Data<'a> {
-    fn from(s: &'a Vec<half::f16>) -> Self {
-        Data::F16(s)
-    }
-}
-impl<'a> From<&'a [half::bf16]> for Data<'a> {
-    fn from(s: &'a [half::bf16]) -> Self {
-        Data::BF16(s)
-    }
-}
-impl<'a> From<&'a Vec<half::bf16>> for Data<'a> {
-    fn from(s: &'a Vec<half::bf16>) -> Self {
-        Data::BF16(s)
-    }
-}
+half_from!(half::f16, F16);
+half_from!(half::bf16, BF16);
 
 impl Data<'_> {
     /// The element type the kernel computes in (`f32` for half-precision
