@@ -334,7 +334,13 @@ impl<'a> Frame<'a> {
                 })?,
             );
         }
+        // Temporaries of its own: the parent's are not shared.
         let mut tensors = self.tensors.clone();
+        for (p, t) in tensors.iter_mut().zip(&kernel.tensors) {
+            if t.kind == TensorKind::Temp {
+                *p = std::ptr::null_mut();
+            }
+        }
         let temps = alloc_temps(kernel, &layouts, &mut tensors)?;
         Ok(Frame {
             tensors,
@@ -372,8 +378,9 @@ impl<'a> Frame<'a> {
         }
         let mut tensors = self.tensors.clone();
         tensors.resize(split.tensors.len(), std::ptr::null_mut());
-        // Fresh scratch for every temporary: the original ones are shared by
-        // the threads (each writes its own chunk), the slots by index.
+        // The plan's temporaries are this frame's, shared by the threads
+        // (each writes its own chunk, their layouts do not depend on the
+        // thread count); only the partial-state slots are new.
         let temps = alloc_temps(split, &layouts, &mut tensors)?;
         let mut frames = Vec::with_capacity(threads);
         let mut temps = Some(temps);
@@ -456,7 +463,8 @@ fn give_back(buf: Vec<u64>) {
     });
 }
 
-/// Allocates scratch for every temporary and points `tensors` at it.
+/// Allocates scratch for every temporary that `tensors` does not point at
+/// yet, and points `tensors` at it.
 fn alloc_temps(
     kernel: &Kernel,
     layouts: &[Layout],
@@ -464,7 +472,7 @@ fn alloc_temps(
 ) -> Result<Vec<Vec<u64>>, CallError> {
     let mut temps = Vec::new();
     for (t, tensor) in kernel.tensors.iter().enumerate() {
-        if tensor.kind != TensorKind::Temp {
+        if tensor.kind != TensorKind::Temp || !tensors[t].is_null() {
             continue;
         }
         let too_large = || CallError::TooLarge {
