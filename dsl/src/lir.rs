@@ -130,12 +130,18 @@ pub struct Program {
 }
 
 impl Program {
-    /// Adds a variable.
+    /// Adds a variable. Names are unique in the program text: a second
+    /// variable asking for a name already taken becomes `name_2`, and so on.
     pub fn var(&mut self, name: impl Into<String>, ty: ScalarType) -> VarId {
-        self.vars.push(Var {
-            name: name.into(),
-            ty,
-        });
+        let base = name.into();
+        let taken = |n: &str| self.vars.iter().any(|v| v.name == n);
+        let mut name = base.clone();
+        let mut k = 2;
+        while taken(&name) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        self.vars.push(Var { name, ty });
         VarId(self.vars.len() as u32 - 1)
     }
 
