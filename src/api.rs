@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 pub use passfold_dsl::fuse::{ExpShift, Reload};
-pub use passfold_dsl::{LowerOptions, PlanOptions};
+pub use passfold_dsl::{LowerOptions, PlanOptions, Toeplitz};
 pub use passfold_runtime::{Arg, CallError, CompiledKernel, Data};
 
 /// Why kernel text did not compile.

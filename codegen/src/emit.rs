@@ -326,6 +326,47 @@ impl<'k, 'f> Emitter<'k, 'f> {
         for op in ops {
             match op {
                 Op::Barrier => self.barrier(),
+                Op::Toeplitz {
+                    out,
+                    vec,
+                    first_row,
+                    first_col,
+                    row,
+                    col,
+                } => {
+                    let ty = self.k.tensor(*out).ty;
+                    let h = Helper::new(crate::helpers::MathFn::Toeplitz, ty);
+                    let f = self.helper(h);
+                    let n_i = self.extents[row.0 as usize];
+                    let n_j = self.extents[col.0 as usize];
+                    // The vectors: the product of `out`'s leading extents.
+                    let mut vectors = self.b.ins().iconst(types::I64, 1);
+                    let dims = self.layouts[out.0 as usize].dims.clone();
+                    for d in &dims[..dims.len().saturating_sub(1)] {
+                        vectors = self.b.ins().imul(vectors, d.len);
+                    }
+                    let base = |t: &passfold_dsl::TensorId| self.layouts[t.0 as usize].base;
+                    let args = [
+                        n_i,
+                        n_j,
+                        vectors,
+                        base(first_row),
+                        base(first_col),
+                        base(vec),
+                        base(out),
+                    ];
+                    let call = self.b.ins().call(f, &args);
+                    let status = self.b.inst_results(call)[0];
+                    // A non-zero status (never, today) returns from the kernel.
+                    let fail = self.b.create_block();
+                    let next = self.b.create_block();
+                    self.b.ins().brif(status, fail, &[], next, &[]);
+                    self.b.switch_to_block(fail);
+                    self.b.seal_block(fail);
+                    self.b.ins().return_(&[status]);
+                    self.b.switch_to_block(next);
+                    self.b.seal_block(next);
+                }
                 Op::Loop {
                     index,
                     body,

@@ -35,6 +35,9 @@ pub enum MathFn {
     Softplus,
     /// `passfold_dsl::math::powf(x, p)`, two arguments.
     Powf,
+    /// Toeplitz products by FFT (`Op::Toeplitz`): `(n_i, n_j, vectors: i64,
+    /// first_row, first_col, vec, out: pointers) -> i32` (0).
+    Toeplitz,
 }
 
 /// A helper: a function at one float width.
@@ -46,7 +49,7 @@ pub struct Helper {
     pub wide: bool,
 }
 
-const FUNCS: [MathFn; 9] = [
+const FUNCS: [MathFn; 10] = [
     MathFn::Exp,
     MathFn::Exp2,
     MathFn::Log,
@@ -56,6 +59,7 @@ const FUNCS: [MathFn; 9] = [
     MathFn::Sigmoid,
     MathFn::Softplus,
     MathFn::Powf,
+    MathFn::Toeplitz,
 ];
 
 impl Helper {
@@ -102,6 +106,7 @@ impl Helper {
             ["passfold_sigmoid_f32", "passfold_sigmoid_f64"],
             ["passfold_softplus_f32", "passfold_softplus_f64"],
             ["passfold_powf_f32", "passfold_powf_f64"],
+            ["passfold_toeplitz_f32", "passfold_toeplitz_f64"],
         ];
         NAMES[self.index() as usize / 2][self.wide as usize]
     }
@@ -116,9 +121,17 @@ impl Helper {
         if self.func == MathFn::Powf { 2 } else { 1 }
     }
 
-    /// The Cranelift signature: `arity` floats in, one float out.
+    /// The Cranelift signature: `arity` floats in, one float out (the
+    /// Toeplitz product: three `i64`s and four pointers in, an `i32` out).
     pub fn signature(self, call_conv: CallConv) -> Signature {
         let mut sig = Signature::new(call_conv);
+        if self.func == MathFn::Toeplitz {
+            for _ in 0..7 {
+                sig.params.push(AbiParam::new(types::I64));
+            }
+            sig.returns.push(AbiParam::new(types::I32));
+            return sig;
+        }
         for _ in 0..self.arity() {
             sig.params.push(AbiParam::new(self.float_type()));
         }
@@ -139,7 +152,7 @@ mod tests {
         assert_eq!(Helper::ALL[1].symbol(), "passfold_exp_f64");
         assert_eq!(
             Helper::ALL[Helper::ALL.len() - 1].symbol(),
-            "passfold_powf_f64"
+            "passfold_toeplitz_f64"
         );
     }
 }

@@ -402,7 +402,7 @@ impl Emitter<'_, '_> {
     fn vops(&mut self, l: &mut Lanes, ops: &[Op]) -> Result<(), CodegenError> {
         for op in ops {
             match op {
-                Op::Loop { .. } | Op::Barrier => {
+                Op::Loop { .. } | Op::Barrier | Op::Toeplitz { .. } => {
                     return Err(CodegenError::Unsupported {
                         what: "an inner loop or a barrier in vector code".into(),
                         span: Default::default(),

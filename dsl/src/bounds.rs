@@ -42,7 +42,7 @@ fn max_tensors(kernel: &Kernel) -> HashMap<TensorId, (Handle<Node>, Vec<ExtentId
 fn count_sets(ops: &[Op], counts: &mut HashMap<VarId, (usize, Handle<Node>)>) {
     for op in ops {
         match op {
-            Op::Barrier => {}
+            Op::Barrier | Op::Toeplitz { .. } => {}
             Op::Loop { body, .. } => count_sets(body, counts),
             Op::If { then, .. } => count_sets(then, counts),
             Op::Set { var, value } => {
@@ -117,7 +117,7 @@ pub fn mark_nonpositive_exps(rw: &mut Rewriter, program: &mut Program) -> usize 
 fn replace_ops(rw: &mut Rewriter, ops: &mut [Op], map: &HashMap<Handle<Node>, Handle<Node>>) {
     for op in ops {
         match op {
-            Op::Barrier => {}
+            Op::Barrier | Op::Toeplitz { .. } => {}
             Op::Loop { body, .. } => replace_ops(rw, body, map),
             Op::If { cond, then } => {
                 *cond = rw.replace(*cond, map);

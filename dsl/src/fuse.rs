@@ -78,6 +78,9 @@ pub struct FuseOptions {
     pub exp_shift: ExpShift,
     /// Recompute or reload.
     pub reload: Reload,
+    /// Plan Toeplitz products (`Σ_j c[j - i]·u_j`, [`crate::toeplitz`]) as
+    /// FFT products, reordering contractions to expose them.
+    pub toeplitz: bool,
 }
 
 /// What the planner derived.
@@ -154,14 +157,18 @@ fn info(kernel: &Kernel, stmt: &Stmt) -> Info {
 /// Plans `kernel` with fused sweeps.
 pub fn fuse_reductions(kernel: &Kernel, opts: &FuseOptions) -> Fused {
     let mut rw = Rewriter::new(kernel);
-    let reordered = crate::reorder::reorder_contractions(&mut rw);
+    let reordered = crate::reorder::reorder_contractions_with(&mut rw, opts.toeplitz);
     rw.rules.extend(reordered);
     let base = rw.kernel.clone();
-    let (stmts, hints) = inline_temps(&base, &mut rw);
-    let segments = group(&rw.kernel, &stmts, &hints);
+    let (stmts, hints) = inline_temps(&base, &mut rw, opts.toeplitz);
+    let segments = group(&rw.kernel, &stmts, &hints, opts.toeplitz);
     let mut program = Program::default();
     for seg in &segments {
         match seg {
+            Segment::Toeplitz(s, form) => {
+                let ops = emit_toeplitz(&mut rw, &stmts[*s], form);
+                program.body.extend(ops);
+            }
             Segment::Alone(s) => program
                 .body
                 .extend(rules::unfused_nest(&rw.kernel, &stmts[*s])),
@@ -185,12 +192,15 @@ pub fn fuse_reductions(kernel: &Kernel, opts: &FuseOptions) -> Fused {
 /// Substitutes inlinable temporaries into their readers. Returns the
 /// statements that remain (values rewritten), in order, each with its
 /// vector hint (see [`vector_hint`]) taken before inlining.
-fn inline_temps(kernel: &Kernel, rw: &mut Rewriter) -> (Vec<Stmt>, Vec<u64>) {
+fn inline_temps(kernel: &Kernel, rw: &mut Rewriter, toeplitz: bool) -> (Vec<Stmt>, Vec<u64>) {
     let infos: Vec<Info> = kernel.stmts.iter().map(|s| info(kernel, s)).collect();
     let mut inlinable: HashMap<TensorId, usize> = HashMap::new();
     for (d, stmt) in kernel.stmts.iter().enumerate() {
         let t = kernel.tensor(stmt.tensor);
         if t.kind != TensorKind::Temp || reads_inout(kernel, stmt.value) {
+            continue;
+        }
+        if toeplitz && crate::toeplitz::form(kernel, stmt).is_some() {
             continue;
         }
         if is_inlinable(kernel, &infos, d) {
@@ -363,12 +373,18 @@ pub(crate) struct Group {
 enum Segment {
     Alone(usize),
     Group(Group),
+    Toeplitz(usize, crate::toeplitz::Form),
 }
 
-fn group(kernel: &Kernel, stmts: &[Stmt], hints: &[u64]) -> Vec<Segment> {
+fn group(kernel: &Kernel, stmts: &[Stmt], hints: &[u64], toeplitz: bool) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
     let mut current: Option<Group> = None;
     for (s, stmt) in stmts.iter().enumerate() {
+        if toeplitz && let Some(form) = crate::toeplitz::form(kernel, stmt) {
+            out.extend(current.take().map(Segment::Group));
+            out.push(Segment::Toeplitz(s, form));
+            continue;
+        }
         let info = info(kernel, stmt);
         if let Some(g) = &mut current {
             let (r, a) = (mask(&g.rows), mask(&g.axes));
@@ -412,6 +428,73 @@ fn group(kernel: &Kernel, stmts: &[Stmt], hints: &[u64]) -> Vec<Segment> {
         out.push(Segment::Group(g));
     }
     out
+}
+
+/// A scratch tensor over plain extents.
+fn scratch(rw: &mut Rewriter, name: String, ty: ScalarType, dims: &[ExtentId]) -> TensorId {
+    rw.kernel.tensors.push(Tensor {
+        name,
+        kind: TensorKind::Temp,
+        ty,
+        dims: dims.iter().map(|e| Dim(Affine::var(*e))).collect(),
+        pad: None,
+    });
+    TensorId(rw.kernel.tensors.len() as u32 - 1)
+}
+
+/// A Toeplitz product `t[p.., i] = Σ_j c(j - i)·u[p.., j]`: the first row
+/// `c(j - 0)` and first column `c(0 - i)` of the matrix and the vectors
+/// `u` are stored, then one [`Op::Toeplitz`] computes every product.
+fn emit_toeplitz(rw: &mut Rewriter, stmt: &Stmt, form: &crate::toeplitz::Form) -> Vec<Op> {
+    let ty = rw.kernel.ty(stmt.value);
+    let name = rw.kernel.tensor(stmt.tensor).name.clone();
+    let (row, col) = (form.row, form.col);
+    let first_row = scratch(rw, format!("{name}.row"), ty, &[col]);
+    let first_col = scratch(rw, format!("{name}.col"), ty, &[row]);
+    let mut dims = stmt.indices[..stmt.indices.len() - 1].to_vec();
+    dims.push(col);
+    let vec = scratch(rw, format!("{name}.vec"), ty, &dims);
+    let zero = rw.add(Node::ConstInt(0), ScalarType::I32);
+    let one = rw.add(Node::ConstInt(1), ScalarType::I32);
+    let first = |fixed: ExtentId, along: ExtentId, tensor: TensorId| Op::Loop {
+        index: fixed,
+        sweep: false,
+        range: Some((zero, one)),
+        states: Vec::new(),
+        body: vec![Op::Loop {
+            index: along,
+            sweep: false,
+            range: None,
+            states: Vec::new(),
+            body: vec![Op::Store {
+                tensor,
+                index: vec![along],
+                value: form.coef,
+            }],
+            code: Default::default(),
+        }],
+        code: Default::default(),
+    };
+    let mut ops = vec![first(row, col, first_row), first(col, row, first_col)];
+    let mut terms = form.rest.iter().copied();
+    let first_term = terms.next().expect("a Toeplitz form has terms");
+    let u = terms.fold(first_term, |acc, f| rw.bin(BinOp::Mul, acc, f));
+    let u_stmt = Stmt {
+        tensor: vec,
+        indices: dims,
+        value: u,
+        span: stmt.span,
+    };
+    ops.extend(rules::store_over(&u_stmt, u, &[]));
+    ops.push(Op::Toeplitz {
+        out: stmt.tensor,
+        vec,
+        first_row,
+        first_col,
+        row,
+        col,
+    });
+    ops
 }
 
 /// A member's place in its group's program.

@@ -279,6 +279,40 @@ impl Interp<'_> {
         for op in ops {
             match op {
                 Op::Barrier => {}
+                Op::Toeplitz {
+                    out,
+                    vec,
+                    first_row,
+                    first_col,
+                    row,
+                    col,
+                } => {
+                    // Directly, in f64: `out[p, i] = Σ_j c(j - i)·vec[p, j]`
+                    // (scratch tensors are dense, the row index last).
+                    let n_i = self.extents[row.0 as usize].max(0) as usize;
+                    let n_j = self.extents[col.0 as usize].max(0) as usize;
+                    let ty = self.kernel.tensors[out.0 as usize].ty;
+                    let pairs = buffers[out.0 as usize].len().checked_div(n_i).unwrap_or(0);
+                    let mut result = vec![0.0; pairs * n_i];
+                    {
+                        let (v, r, c) = (
+                            &buffers[vec.0 as usize],
+                            &buffers[first_row.0 as usize],
+                            &buffers[first_col.0 as usize],
+                        );
+                        for p in 0..pairs {
+                            for i in 0..n_i {
+                                let mut s = 0.0;
+                                for j in 0..n_j {
+                                    let coef = if j >= i { r[j - i] } else { c[i - j] };
+                                    s += coef * v[p * n_j + j];
+                                }
+                                result[p * n_i + i] = self.round(ty, s);
+                            }
+                        }
+                    }
+                    buffers[out.0 as usize][..pairs * n_i].copy_from_slice(&result);
+                }
                 Op::Loop {
                     index,
                     body,

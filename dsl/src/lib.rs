@@ -16,6 +16,7 @@ pub mod ast;
 pub mod bind;
 pub mod block;
 pub mod bounds;
+pub mod cost;
 pub mod diag;
 pub mod fuse;
 pub mod interp;
@@ -32,6 +33,7 @@ mod serde_bits;
 pub mod split;
 pub mod text;
 pub mod threads;
+pub mod toeplitz;
 pub mod vector;
 pub mod verify;
 
@@ -43,7 +45,7 @@ pub use interp::{InterpError, Layout, Precision, interpret, interpret_program};
 pub use ir::*;
 pub use lower::{LowerOptions, lower};
 pub use parse::{parse, parse_tokens};
-pub use plan::{LoopNest, Plan, PlanOptions, plan};
+pub use plan::{LoopNest, Plan, PlanOptions, Toeplitz, Variant, plan};
 
 thread_local! {
     static FRONT_END_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };

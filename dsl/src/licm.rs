@@ -44,7 +44,7 @@ fn process(rw: &mut Rewriter, program: &mut Program, ops: &mut Vec<Op>) {
             let roots: Vec<Handle<Node>> = match op {
                 Op::Set { value, .. } | Op::Store { value, .. } => vec![*value],
                 Op::If { cond, .. } => vec![*cond],
-                Op::Loop { .. } | Op::Barrier => Vec::new(),
+                Op::Loop { .. } | Op::Barrier | Op::Toeplitz { .. } => Vec::new(),
             };
             for r in roots {
                 collect(rw, r, index, &vars, &tensors, &mut found);
@@ -85,7 +85,7 @@ fn modified(ops: &[Op]) -> (HashSet<VarId>, HashSet<TensorId>) {
             Op::Set { var, .. } => {
                 vars.insert(*var);
             }
-            Op::Store { tensor, .. } => {
+            Op::Store { tensor, .. } | Op::Toeplitz { out: tensor, .. } => {
                 tensors.insert(*tensor);
             }
         }
@@ -153,7 +153,7 @@ fn worth_it(rw: &Rewriter, h: Handle<Node>) -> bool {
 fn replace_all(rw: &mut Rewriter, ops: &mut [Op], map: &HashMap<Handle<Node>, Handle<Node>>) {
     for op in ops {
         match op {
-            Op::Barrier => {}
+            Op::Barrier | Op::Toeplitz { .. } => {}
             Op::Loop { body, .. } => replace_all(rw, body, map),
             Op::If { cond, then } => {
                 *cond = rw.replace(*cond, map);

@@ -63,6 +63,25 @@ pub enum Op {
     /// Every thread of a split-row call waits here until all have arrived
     /// (see [`crate::threads`]); a no-op for one thread.
     Barrier,
+    /// Toeplitz products, all at once: `out[p.., i] = Σ_j c(j - i)·vec[p.., j]`
+    /// for every `p` over the leading extents of `out` (the same as
+    /// `vec`'s), with `c(d) = first_row[d]` for `d ≥ 0` and
+    /// `first_col[-d]` for `d ≤ 0` ([`crate::toeplitz`]). Runs outside any
+    /// loop; code generators compute it by FFT, the interpreter directly.
+    Toeplitz {
+        /// The products, `[p.., row]`, row contiguous.
+        out: TensorId,
+        /// The vectors, `[p.., col]`.
+        vec: TensorId,
+        /// `c(j - 0)` over `col`.
+        first_row: TensorId,
+        /// `c(0 - i)` over `row`.
+        first_col: TensorId,
+        /// The row index `i`.
+        row: ExtentId,
+        /// The summed index `j`.
+        col: ExtentId,
+    },
     /// `tensor[index] = value`, each subscript a bound index variable.
     Store {
         /// The tensor written.
@@ -166,6 +185,28 @@ impl Program {
         for op in ops {
             match op {
                 Op::Barrier => writeln!(f, "{pad}barrier")?,
+                Op::Toeplitz {
+                    out,
+                    vec,
+                    first_row,
+                    first_col,
+                    row,
+                    col,
+                } => {
+                    let t = |t: &TensorId| kernel.tensor(*t).name.clone();
+                    let e = |e: &ExtentId| kernel.extent(*e).name.clone();
+                    writeln!(
+                        f,
+                        "{pad}{}[.., {}] = toeplitz[{}]({}, {}, {}[.., {}]) by FFT",
+                        t(out),
+                        e(row),
+                        e(col),
+                        t(first_row),
+                        t(first_col),
+                        t(vec),
+                        e(col)
+                    )?
+                }
                 Op::Loop {
                     index,
                     sweep,
@@ -369,7 +410,7 @@ pub fn sets_in(ops: &[Op], out: &mut Vec<VarId>) {
                     out.push(*var)
                 }
             }
-            Op::Store { .. } | Op::Barrier => {}
+            Op::Store { .. } | Op::Barrier | Op::Toeplitz { .. } => {}
         }
     }
 }
@@ -384,7 +425,7 @@ pub fn value_roots(ops: &[Op], out: &mut Vec<Handle<Node>>) {
                 value_roots(then, out);
             }
             Op::Set { value, .. } | Op::Store { value, .. } => out.push(*value),
-            Op::Barrier => {}
+            Op::Barrier | Op::Toeplitz { .. } => {}
         }
     }
 }

@@ -24,6 +24,32 @@ pub struct PlanOptions {
     /// Scalar code only: no loop is vectorized (see [`crate::vector`]), so
     /// the JIT computes in the interpreter's order, bit for bit.
     pub scalar: bool,
+    /// Toeplitz products by FFT ([`crate::toeplitz`]).
+    pub toeplitz: Toeplitz,
+}
+
+/// When Toeplitz products (`Σ_j c[j - i]·u_j`) are computed by FFT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Toeplitz {
+    /// Plan both forms: the direct plan, and the FFT form as its
+    /// [`Plan::variant`], which a call runs when [`crate::cost::work`]
+    /// estimates it cheaper at the call's extents.
+    #[default]
+    Auto,
+    /// The direct form only.
+    Never,
+    /// The FFT form only.
+    Always,
+}
+
+/// Another plan of the same kernel, run instead of the main one when it is
+/// estimated cheaper at a call's extents ([`Plan::prefers_variant`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Variant {
+    /// What it does differently, for the plan text.
+    pub why: String,
+    /// The plan.
+    pub plan: Plan,
 }
 
 /// One loop nest of the unfused plan (kept for reports).
@@ -55,6 +81,11 @@ pub struct Plan {
     /// Scalar code only ([`PlanOptions::scalar`]): no loop or reduction is
     /// vectorized.
     pub scalar: bool,
+    /// A plan of the same kernel for other extents (the FFT form of
+    /// Toeplitz products, [`Toeplitz::Auto`]); its kernel has the same
+    /// arguments and parameters, in the same order.
+    #[serde(default)]
+    pub variant: Option<Box<Variant>>,
 }
 
 impl Plan {
@@ -70,7 +101,7 @@ impl Plan {
     pub fn to_json(&self) -> serde_json::Value {
         let k = &self.kernel;
         let name = |e: &ExtentId| k.extent(*e).name.clone();
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "kernel": k.name,
             "passes": self.passes(),
             "unfused_passes": self.unfused_passes,
@@ -78,7 +109,19 @@ impl Plan {
             "reduced": self.reduced.iter().map(name).collect::<Vec<_>>(),
             "rules": self.rules,
             "program": self.program_text(),
-        })
+        });
+        if let Some(v) = &self.variant {
+            json["variant"] = serde_json::json!({ "why": v.why, "plan": v.plan.to_json() });
+        }
+        json
+    }
+
+    /// Whether a call with these extents (by extent, as bound) runs
+    /// [`Plan::variant`]: when [`crate::cost::work`] estimates it cheaper.
+    pub fn prefers_variant(&self, extents: &[i64]) -> bool {
+        self.variant
+            .as_ref()
+            .is_some_and(|v| crate::cost::work(&v.plan, extents) < crate::cost::work(self, extents))
     }
 
     /// The loop program as text.
@@ -92,7 +135,28 @@ impl Plan {
 /// Plans `kernel`.
 pub fn plan(kernel: &Kernel, opts: PlanOptions) -> Plan {
     crate::count_front_end_run();
-    let mut plan = plan_loops(kernel, opts);
+    let toeplitz = !opts.unfused
+        && opts.toeplitz != Toeplitz::Never
+        && crate::toeplitz::has_relative_index(kernel);
+    let fft = toeplitz.then(|| finish(plan_loops(kernel, opts, true), opts));
+    let fft = fft.filter(|p| p.program_has_toeplitz());
+    match (fft, opts.toeplitz) {
+        (Some(fft), Toeplitz::Always) => fft,
+        (fft, _) => {
+            let mut plan = finish(plan_loops(kernel, opts, false), opts);
+            plan.variant = fft.map(|plan| {
+                Box::new(Variant {
+                    why: "Toeplitz products by FFT".into(),
+                    plan,
+                })
+            });
+            plan
+        }
+    }
+}
+
+/// The steps after loop planning: sign facts, blocking, vector code.
+fn finish(mut plan: Plan, opts: PlanOptions) -> Plan {
     plan.scalar = opts.scalar;
     let mut rw = crate::rules::Rewriter::new(&plan.kernel);
     crate::bounds::mark_nonpositive_exps(&mut rw, &mut plan.program);
@@ -104,8 +168,23 @@ pub fn plan(kernel: &Kernel, opts: PlanOptions) -> Plan {
     plan
 }
 
-/// [`plan`] without deciding vector code.
-fn plan_loops(kernel: &Kernel, opts: PlanOptions) -> Plan {
+impl Plan {
+    /// Whether the program computes a Toeplitz product.
+    pub fn program_has_toeplitz(&self) -> bool {
+        fn any(ops: &[Op]) -> bool {
+            ops.iter().any(|op| match op {
+                Op::Toeplitz { .. } => true,
+                Op::Loop { body, .. } => any(body),
+                Op::If { then, .. } => any(then),
+                _ => false,
+            })
+        }
+        any(&self.program.body)
+    }
+}
+
+/// [`plan`] without deciding vector code; `toeplitz`: Toeplitz products by FFT.
+fn plan_loops(kernel: &Kernel, opts: PlanOptions, toeplitz: bool) -> Plan {
     let unfused = plan_unfused(kernel);
     if opts.unfused {
         return unfused;
@@ -115,6 +194,7 @@ fn plan_loops(kernel: &Kernel, opts: PlanOptions) -> Plan {
         &FuseOptions {
             exp_shift: opts.exp_shift,
             reload: opts.reload,
+            toeplitz,
         },
     );
     Plan {
@@ -161,6 +241,7 @@ pub fn plan_unfused(kernel: &Kernel) -> Plan {
         rules: Vec::new(),
         unfused_passes: passes,
         scalar: false,
+        variant: None,
     }
 }
 
@@ -185,7 +266,7 @@ fn count_ops(kernel: &Kernel, ops: &[Op], axis: u64, inside: bool) -> usize {
     let mut n = 0;
     for op in ops {
         match op {
-            Op::Barrier => {}
+            Op::Barrier | Op::Toeplitz { .. } => {}
             Op::Loop { index, body, .. } => {
                 let reads = body_reads_along(kernel, body, 1 << index.0);
                 let is_sweep = !inside && axis & (1 << index.0) != 0 && reads;
@@ -229,7 +310,7 @@ fn inline_sweep(kernel: &Kernel, value: crate::arena::Handle<Node>, axis: u64) -
 
 fn body_reads_along(kernel: &Kernel, ops: &[Op], along: u64) -> bool {
     ops.iter().any(|op| match op {
-        Op::Barrier => false,
+        Op::Barrier | Op::Toeplitz { .. } => false,
         Op::Loop { body, .. } => body_reads_along(kernel, body, along),
         Op::If { cond, then } => {
             reads_input_along(kernel, *cond, along) || body_reads_along(kernel, then, along)
@@ -278,6 +359,13 @@ impl fmt::Display for Plan {
         for r in &self.rules {
             writeln!(f, "  rule: {r}")?;
         }
+        if let Some(v) = &self.variant {
+            writeln!(
+                f,
+                "  variant: {}, run when its estimated work is smaller (see below)",
+                v.why
+            )?;
+        }
         for t in k
             .tensors
             .iter()
@@ -297,7 +385,11 @@ impl fmt::Display for Plan {
                 )?;
             }
         }
-        write!(f, "{}", self.program_text())
+        write!(f, "{}", self.program_text())?;
+        if let Some(v) = &self.variant {
+            write!(f, "variant ({}):\n{}", v.why, v.plan)?;
+        }
+        Ok(())
     }
 }
 
@@ -342,6 +434,8 @@ fn stores_ok(k: &Kernel, ops: &[Op], row: ExtentId) -> bool {
         Op::Loop { body, .. } => stores_ok(k, body, row),
         Op::If { then, .. } => stores_ok(k, then, row),
         Op::Set { .. } | Op::Barrier => true,
+        // Computes every row at once: the plan does not split by rows.
+        Op::Toeplitz { .. } => false,
         Op::Store { tensor, index, .. } => {
             k.tensor(*tensor).kind == TensorKind::Temp || index.contains(&row)
         }

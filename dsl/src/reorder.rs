@@ -16,6 +16,14 @@ use crate::rules::Rewriter;
 
 /// Reorders every contraction the rule applies to; returns the rules applied.
 pub fn reorder_contractions(rw: &mut Rewriter) -> Vec<String> {
+    reorder_contractions_with(rw, false)
+}
+
+/// [`reorder_contractions`]; with `toeplitz`, also when the new sum keeps
+/// an index `i` of the statement only through one coefficient of `j - i`
+/// (relative positions): the new sum is then a Toeplitz product
+/// ([`crate::toeplitz`]) with `i` as its last index, cheap through the FFT.
+pub fn reorder_contractions_with(rw: &mut Rewriter, toeplitz: bool) -> Vec<String> {
     let mut notes = Vec::new();
     let mut s = 0;
     while s < rw.kernel.stmts.len() {
@@ -24,15 +32,24 @@ pub fn reorder_contractions(rw: &mut Rewriter) -> Vec<String> {
         let tops = crate::fuse::top_reductions(&rw.kernel, stmt.value);
         let mut inserted = None;
         for top in tops {
-            if let Some((new_stmt, replacement)) = try_reorder(rw, &stmt, lhs, top) {
+            if let Some((new_stmt, replacement, toe)) = try_reorder(rw, &stmt, lhs, top, toeplitz) {
                 let name = rw.kernel.tensor(new_stmt.tensor).name.clone();
                 let value = rw.replace(stmt.value, &[(top, replacement)].into_iter().collect());
                 rw.kernel.stmts[s].value = value;
-                notes.push(format!(
+                if let Some(row) = toe {
+                    let col = axis_names(rw, &[new_stmt_col(rw, &new_stmt)]);
+                    let row = &rw.kernel.extent(row).name;
+                    notes.push(format!(
+                        "contraction reorder into a Toeplitz product: `{}` sums over the inner index first, as `{name}`, whose only dependence on `{row}` is a coefficient of `{col} - {row}`: by FFT, O(n log n) per vector instead of O(n²)",
+                        rw.kernel.tensor(stmt.tensor).name,
+                    ));
+                } else {
+                    notes.push(format!(
                     "contraction reorder: `{}` sums over the inner index first, as `{name}`, computed once instead of per `{}`",
                     rw.kernel.tensor(stmt.tensor).name,
                     missing_names(rw, lhs, &new_stmt)
                 ));
+                }
                 inserted = Some(new_stmt);
                 break;
             }
@@ -92,12 +109,23 @@ fn product(rw: &mut Rewriter, fs: &[Handle<Node>], ty: ScalarType) -> Handle<Nod
     it.fold(first, |acc, f| rw.bin(BinOp::Mul, acc, f))
 }
 
+/// The summed index of a statement made by [`try_reorder`].
+fn new_stmt_col(rw: &Rewriter, stmt: &Stmt) -> ExtentId {
+    match &rw.kernel.nodes[stmt.value] {
+        Node::Reduce { axes, .. } => axes[0],
+        _ => unreachable!("a reordered statement is a sum"),
+    }
+}
+
+/// The reordered statement, the replacement of `top`, and for a Toeplitz
+/// product its row index.
 fn try_reorder(
     rw: &mut Rewriter,
     stmt: &Stmt,
     lhs: u64,
     top: Handle<Node>,
-) -> Option<(Stmt, Handle<Node>)> {
+    toeplitz: bool,
+) -> Option<(Stmt, Handle<Node>, Option<ExtentId>)> {
     let Node::Reduce {
         op: ReduceOp::Sum,
         axes: outer_axes,
@@ -138,9 +166,27 @@ fn try_reorder(
     }
     let yq: Vec<Handle<Node>> = y.iter().chain(&q).copied().collect();
     let yq_free = yq.iter().fold(0u64, |m, f| m | rw.free(*f));
-    // Worth it only if the new sum drops an index of the statement.
-    if lhs & !yq_free == 0 || q.iter().any(|f| reads_var_or_gather(rw, *f)) {
+    // Worth it only if the new sum drops an index of the statement, or
+    // keeps one only through a Toeplitz coefficient.
+    if q.iter().any(|f| reads_var_or_gather(rw, *f)) {
         return None;
+    }
+    let mut toe_row = None;
+    if lhs & !yq_free == 0 {
+        let [col] = outer_axes[..] else { return None };
+        if !toeplitz {
+            return None;
+        }
+        let body = product(rw, &yq, ty);
+        let free = |h: Handle<Node>| rw.free(h);
+        toe_row = (0..rw.kernel.extents.len() as u32)
+            .map(ExtentId)
+            .find(|&row| {
+                lhs & (1 << row.0) != 0
+                    && row != col
+                    && crate::toeplitz::split_factors(&rw.kernel, &free, body, row, col).is_some()
+            });
+        toe_row?;
     }
     let inner_mask = inner_axes.iter().fold(0u64, |m, a| m | 1 << a.0);
     let idx_mask = yq_free & !outer;
@@ -155,6 +201,11 @@ fn try_reorder(
             .map(ExtentId)
             .filter(|e| idx_mask & !inner_mask & (1 << e.0) != 0),
     );
+    if let Some(row) = toe_row {
+        // The row index last: each Toeplitz product is one contiguous vector.
+        indices.retain(|e| *e != row);
+        indices.push(row);
+    }
     let body = product(rw, &yq, ty);
     let sum = rw.add(
         Node::Reduce {
@@ -206,6 +257,7 @@ fn try_reorder(
             span: stmt.span,
         },
         replacement,
+        toe_row,
     ))
 }
 

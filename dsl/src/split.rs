@@ -135,6 +135,24 @@ fn rename_ops(
     ops.iter()
         .map(|op| match op {
             Op::Barrier => Op::Barrier,
+            Op::Toeplitz {
+                out,
+                vec,
+                first_row,
+                first_col,
+                row,
+                col,
+            } => {
+                let t = |t: &TensorId| *tensors.get(t).unwrap_or(t);
+                Op::Toeplitz {
+                    out: t(out),
+                    vec: t(vec),
+                    first_row: t(first_row),
+                    first_col: t(first_col),
+                    row: *row,
+                    col: *col,
+                }
+            }
             Op::Loop {
                 index,
                 sweep,

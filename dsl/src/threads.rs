@@ -174,6 +174,7 @@ pub fn split_row(plan: &Plan) -> Result<SplitRow, String> {
             Op::Loop { .. } => return Err("a loop over another index in the row".into()),
             Op::If { .. } => return Err("a condition outside the sweeps".into()),
             Op::Barrier => out.push(op),
+            Op::Toeplitz { .. } => return Err("a Toeplitz product".into()),
         }
     }
     flush(&mut out, &mut pending_stores);

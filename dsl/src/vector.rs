@@ -276,7 +276,7 @@ fn collect_vars(kernel: &Kernel, root: Handle<Node>, out: &mut Vec<VarId>) {
 fn reads_in(kernel: &Kernel, ops: &[Op], out: &mut Vec<VarId>) {
     for op in ops {
         match op {
-            Op::Barrier => {}
+            Op::Barrier | Op::Toeplitz { .. } => {}
             Op::Loop { range, body, .. } => {
                 if let Some((a, b)) = range {
                     collect_vars(kernel, *a, out);
@@ -323,6 +323,7 @@ fn check_ops(
         match op {
             Op::Loop { .. } => return Err("an inner loop".into()),
             Op::Barrier => return Err("a barrier".into()),
+            Op::Toeplitz { .. } => return Err("a Toeplitz product".into()),
             Op::If { cond, then } => {
                 uses_ok(defined, *cond)?;
                 check_value(kernel, index, vary, elem, tr, *cond)?;

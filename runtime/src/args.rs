@@ -247,6 +247,26 @@ pub(crate) struct Frame<'a> {
 ///
 /// `args` are in `Kernel::arguments` order; `extents` holds explicit
 /// bindings (by extent index), which take part in the consistency checks.
+/// The extents a call binds (by extent id), after the checks of [`prepare`]
+/// on argument count and each argument.
+pub(crate) fn extents_of(
+    kernel: &Kernel,
+    args: &[Arg<'_>],
+    explicit: &[Option<i64>],
+) -> Result<Vec<i64>, CallError> {
+    let ids: Vec<usize> = kernel.arguments().map(|t| t.0 as usize).collect();
+    if args.len() != ids.len() {
+        return Err(CallError::ArgCount {
+            expected: ids.len(),
+            found: args.len(),
+        });
+    }
+    for (arg, &t) in args.iter().zip(&ids) {
+        check_arg(kernel, t, arg)?;
+    }
+    bind_extents(kernel, args, &ids, explicit)
+}
+
 pub(crate) fn prepare<'a>(
     kernel: &Kernel,
     args: Vec<Arg<'a>>,

@@ -91,5 +91,87 @@ pub(crate) fn address(h: Helper) -> *const u8 {
                 powf_f32 as extern "C" fn(f32, f32) -> f32 as *const u8
             }
         }
+        MathFn::Toeplitz => {
+            if h.wide {
+                toeplitz_f64 as ToeplitzFn<f64> as *const u8
+            } else {
+                toeplitz_f32 as ToeplitzFn<f32> as *const u8
+            }
+        }
     }
+}
+
+type ToeplitzFn<T> = extern "C" fn(i64, i64, i64, *const T, *const T, *const T, *mut T) -> i32;
+
+/// `Op::Toeplitz` (see [`crate::toeplitz`]), called by JIT code.
+extern "C" fn toeplitz_f32(
+    n_i: i64,
+    n_j: i64,
+    vectors: i64,
+    first_row: *const f32,
+    first_col: *const f32,
+    vec: *const f32,
+    out: *mut f32,
+) -> i32 {
+    toeplitz_any(n_i, n_j, vectors, first_row, first_col, vec, out)
+}
+
+extern "C" fn toeplitz_f64(
+    n_i: i64,
+    n_j: i64,
+    vectors: i64,
+    first_row: *const f64,
+    first_col: *const f64,
+    vec: *const f64,
+    out: *mut f64,
+) -> i32 {
+    toeplitz_any(n_i, n_j, vectors, first_row, first_col, vec, out)
+}
+
+fn toeplitz_any<T: crate::toeplitz::Elem>(
+    n_i: i64,
+    n_j: i64,
+    vectors: i64,
+    first_row: *const T,
+    first_col: *const T,
+    vec: *const T,
+    out: *mut T,
+) -> i32 {
+    let (Ok(n_i), Ok(n_j), Ok(vectors)) = (
+        usize::try_from(n_i),
+        usize::try_from(n_j),
+        usize::try_from(vectors),
+    ) else {
+        return 0;
+    };
+    if n_i == 0 || vectors == 0 {
+        return 0;
+    }
+    let (Some(v_len), Some(out_len)) = (vectors.checked_mul(n_j), vectors.checked_mul(n_i)) else {
+        return 0;
+    };
+    // SAFETY: the generated code passes the base pointers of the frame's
+    // scratch tensors `first_row[j]`, `first_col[i]`, `vec[p.., j]` and
+    // `out[p.., i]`, which the runtime allocated (`args::alloc_temps`) with
+    // exactly these lengths from the same extents, dense, aligned for `T`
+    // and not aliased by each other; `out` is written only here while the
+    // call runs. Empty tensors are not touched (`n_i` or `vectors` zero
+    // returned above; with `n_j` zero only `out` is read).
+    let (first_row, first_col, vec, out) = unsafe {
+        let empty = |p: *const T, len: usize| {
+            if len == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(p, len)
+            }
+        };
+        (
+            empty(first_row, n_j),
+            empty(first_col, n_i),
+            empty(vec, v_len),
+            std::slice::from_raw_parts_mut(out, out_len),
+        )
+    };
+    crate::toeplitz::toeplitz(n_i, n_j, first_row, first_col, vec, out);
+    0
 }

@@ -12,7 +12,9 @@
 //! gathered index outside an unpadded tensor, reported as
 //! [`CallError::GatherOutOfRange`] with the read's place in the source.
 //!
-//! All `unsafe` code lives in `call.rs`.
+//! All `unsafe` code lives in `call.rs` (calling JIT code) and in
+//! `helpers.rs` (the Toeplitz product JIT code calls with its scratch
+//! tensors' addresses).
 #![warn(missing_docs)]
 
 mod args;
@@ -21,6 +23,7 @@ mod call;
 mod error;
 mod helpers;
 mod jit;
+mod toeplitz;
 mod values;
 #[cfg(feature = "ndarray")]
 mod views;
@@ -54,7 +57,20 @@ pub fn compile_specialized(
 ) -> Result<CompiledKernel, CompileError> {
     let fixed = resolve_fixed(&plan.kernel, fixed)?;
     let (code, gather_sites) = jit::build_specialized(plan, &fixed)?;
+    let variant = match &plan.variant {
+        Some(v) => {
+            let mut fixed_named = Vec::new();
+            for (e, len) in fixed.iter().enumerate() {
+                if let Some(len) = *len {
+                    fixed_named.push((plan.kernel.extents[e].name.as_str(), len));
+                }
+            }
+            Some(Box::new(compile_specialized(&v.plan, &fixed_named)?))
+        }
+        None => None,
+    };
     Ok(CompiledKernel {
+        variant,
         fixed,
         plan: plan.clone(),
         split: std::sync::OnceLock::new(),
@@ -117,6 +133,9 @@ pub struct CompiledKernel {
     code: call::JitCode,
     gather_sites: Vec<GatherSite>,
     source: Option<String>,
+    /// The compiled [`Plan::variant`], run when the plan prefers it at a
+    /// call's extents.
+    variant: Option<Box<CompiledKernel>>,
 }
 
 impl std::fmt::Debug for CompiledKernel {
@@ -130,8 +149,18 @@ impl std::fmt::Debug for CompiledKernel {
 impl CompiledKernel {
     /// Attaches the kernel's source text, so errors give lines and columns.
     pub fn with_source(mut self, source: impl Into<String>) -> Self {
-        self.source = Some(source.into());
+        let source = source.into();
+        self.variant = self
+            .variant
+            .map(|v| Box::new(v.with_source(source.clone())));
+        self.source = Some(source);
         self
+    }
+
+    /// Whether a call with these extents (by extent) runs the plan's
+    /// variant (the FFT form of Toeplitz products) instead of the main plan.
+    pub fn runs_variant(&self, extents: &[i64]) -> bool {
+        self.variant.is_some() && self.plan.prefers_variant(extents)
     }
 
     /// The kernel compiled.
@@ -203,6 +232,13 @@ impl CompiledKernel {
         params: &[f64],
         threads: usize,
     ) -> Result<(), CallError> {
+        if let Some(v) = &self.variant {
+            let bound = args::extents_of(&self.kernel, &args, extents)?;
+            if self.plan.prefers_variant(&bound) {
+                // Computes every row at once: one thread.
+                return v.run_threads(args, extents, params, 1);
+            }
+        }
         let mut frame = args::prepare(&self.kernel, args, extents, params)?;
         for (e, fixed) in self.fixed.iter().enumerate() {
             if let Some(len) = *fixed

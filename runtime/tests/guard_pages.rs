@@ -9,7 +9,7 @@
 
 mod common;
 
-use passfold_dsl::{LowerOptions, PlanOptions, ScalarType, TensorKind};
+use passfold_dsl::{LowerOptions, PlanOptions, ScalarType, TensorKind, Toeplitz};
 use passfold_runtime::{Arg, compile};
 
 /// A buffer of `len` elements of `T` placed against a guard page.
@@ -115,15 +115,26 @@ fn catalogue_never_touches_memory_outside_its_buffers() {
                 float,
                 ..LowerOptions::default()
             };
-            for unfused in [false, true] {
+            // Fused, unfused, and the FFT form of Toeplitz products where
+            // the plan has one (the cost model would not pick it at these
+            // lengths).
+            for (unfused, toeplitz) in [
+                (false, Toeplitz::Auto),
+                (true, Toeplitz::Auto),
+                (false, Toeplitz::Always),
+            ] {
                 let plan = common::plan_with(
                     &src,
                     &opts,
                     PlanOptions {
                         unfused,
+                        toeplitz,
                         ..PlanOptions::default()
                     },
                 );
+                if toeplitz == Toeplitz::Always && !plan.program_has_toeplitz() {
+                    continue;
+                }
                 let jit = compile(&plan).unwrap();
                 let kernel = jit.kernel().clone();
                 let reduced = passfold_dsl::rules::reduced_mask(&kernel);

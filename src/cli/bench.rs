@@ -23,6 +23,8 @@ pub struct Options {
     pub specialize: bool,
     /// One JSON object instead of text.
     pub json: bool,
+    /// Float inputs are uniform in `[-range, range)`.
+    pub range: f64,
 }
 
 /// `passfold bench`.
@@ -38,6 +40,7 @@ pub fn bench(
         threads,
         specialize,
         json,
+        range,
     } = options;
     let t0 = Instant::now();
     let Some(loaded) = load(args)? else {
@@ -81,7 +84,7 @@ pub fn bench(
     if let Some(name) = params.keys().next() {
         bail!("`{}` has no parameter `{name}`", kernel.name);
     }
-    let args_data = generate(kernel, &extents)?;
+    let args_data = generate(kernel, &extents, range)?;
     let sizes_text: Vec<String> = kernel
         .extents
         .iter()
@@ -241,6 +244,19 @@ pub fn bench(
         measured[fastest].0,
         (measured[chosen].0 / measured[fastest].0 - 1.0) * 100.0
     );
+    if let Some(v) = &loaded.plan.variant {
+        let main = passfold_dsl::cost::work(&loaded.plan, &extents);
+        let other = passfold_dsl::cost::work(&v.plan, &extents);
+        println!(
+            "cost model: main plan {main:.3e}, variant ({}) {other:.3e}: runs the {}",
+            v.why,
+            if loaded.plan.prefers_variant(&extents) {
+                "variant"
+            } else {
+                "main plan"
+            }
+        );
+    }
     if verify {
         let reference =
             exec::execute(&loaded, Engine::Interpret, args_data.clone(), &param_values)?;
@@ -300,6 +316,26 @@ fn candidate_plans(args: &KernelArgs, kernel: &Kernel) -> Result<Vec<Candidate>>
             },
         ),
     ];
+    let toeplitz = [
+        (
+            "fused, Toeplitz direct",
+            passfold_dsl::PlanOptions {
+                toeplitz: passfold_dsl::Toeplitz::Never,
+                ..base
+            },
+        ),
+        (
+            "fused, Toeplitz by FFT",
+            passfold_dsl::PlanOptions {
+                toeplitz: passfold_dsl::Toeplitz::Always,
+                ..base
+            },
+        ),
+    ];
+    let with_variant = passfold_dsl::plan(kernel, base).variant.is_some();
+    let variants = variants
+        .into_iter()
+        .chain(toeplitz.into_iter().filter(|_| with_variant));
     let mut out: Vec<Candidate> = Vec::new();
     for (name, opts) in variants {
         let plan = passfold_dsl::plan(kernel, opts);
@@ -347,9 +383,12 @@ fn default_param(name: &str) -> f64 {
     }
 }
 
-/// Random arguments: floats in [-100, 100), and `i32` tensors used as gather
-/// subscripts in range of the dimension they index.
-fn generate(kernel: &Kernel, extents: &[i64]) -> Result<Vec<HostTensor>> {
+/// Random arguments: floats in [-range, range), and `i32` tensors used as
+/// gather subscripts in range of the dimension they index.
+fn generate(kernel: &Kernel, extents: &[i64], range: f64) -> Result<Vec<HostTensor>> {
+    if !(range.is_finite() && range > 0.0) {
+        bail!("--range must be a positive finite number, not {range}");
+    }
     let mut rng = SmallRng::seed_from_u64(0x5eed);
     let mut out = Vec::new();
     for id in kernel.arguments() {
@@ -367,8 +406,7 @@ fn generate(kernel: &Kernel, extents: &[i64]) -> Result<Vec<HostTensor>> {
                     .max(1);
                 (0..n).map(|_| rng.random_range(0..bound) as f64).collect()
             }
-            // Wide enough that an unshifted `exp` would overflow.
-            _ => (0..n).map(|_| rng.random_range(-100.0..100.0)).collect(),
+            _ => (0..n).map(|_| rng.random_range(-range..range)).collect(),
         };
         out.push(HostTensor::from_f64(t.ty, shape, &values));
     }

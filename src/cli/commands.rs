@@ -3,7 +3,7 @@
 use super::KernelArgs;
 use anyhow::{Context, Result, bail};
 use passfold_dsl::fuse::{ExpShift, Reload};
-use passfold_dsl::{Kernel, LowerOptions, Plan, PlanOptions, ScalarType};
+use passfold_dsl::{Kernel, LowerOptions, Plan, PlanOptions, ScalarType, Toeplitz};
 
 /// A kernel file read and checked, or its diagnostics printed.
 pub struct Loaded {
@@ -68,11 +68,17 @@ pub fn plan_options(args: &KernelArgs, unfused: bool) -> PlanOptions {
     } else {
         Reload::Auto
     };
+    let toeplitz = match args.fft.as_str() {
+        "never" => Toeplitz::Never,
+        "always" => Toeplitz::Always,
+        _ => Toeplitz::Auto,
+    };
     PlanOptions {
         unfused,
         exp_shift,
         reload,
         scalar: args.scalar,
+        toeplitz,
     }
 }
 

@@ -55,6 +55,10 @@ pub struct KernelArgs {
     /// Always recompute shared values in output sweeps.
     #[arg(long)]
     pub recompute: bool,
+    /// Toeplitz products (`Σ_j c[j - i]·u_j`) by FFT: `auto` (chosen per
+    /// call by the cost model), `never` or `always`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "never", "always"])]
+    pub fft: String,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +142,10 @@ pub enum Command {
         /// Print one JSON object with the measurements instead of text.
         #[arg(long)]
         json: bool,
+        /// Float inputs are uniform in [-RANGE, RANGE) (the default is wide
+        /// enough that an unshifted `exp` would overflow).
+        #[arg(long, default_value_t = 100.0)]
+        range: f64,
     },
 }
 
@@ -196,6 +204,7 @@ pub fn execute(command: Command) -> Result<bool> {
             no_verify,
             threads,
             specialize,
+            range,
             json,
         } => bench::bench(
             &kernel,
@@ -207,6 +216,7 @@ pub fn execute(command: Command) -> Result<bool> {
                 threads,
                 specialize,
                 json,
+                range,
             },
         ),
     }

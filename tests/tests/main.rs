@@ -13,5 +13,6 @@ mod macro_errors;
 mod macro_kernels;
 mod planner;
 mod random_kernels;
+mod toeplitz;
 mod vector;
 mod views;
