@@ -585,12 +585,19 @@ impl<'k, 'f> Emitter<'k, 'f> {
         })
     }
 
-    /// The address of the element at in-range positions `pos` (origin added).
+    /// The address of the element at in-range positions `pos` (origin added),
+    /// as `(base + outer·size) + last·size`: the row's address, which a loop
+    /// over the last index leaves invariant (Cranelift hoists it: one value
+    /// live across the loop instead of a base and an offset), plus the
+    /// last position's bytes.
     pub fn address(&mut self, t: usize, pos: &[Value]) -> Value {
         let layout = &self.layouts[t];
         let size = self.k.tensors[t].ty.size_bytes() as i64;
+        let Some((&last, outer)) = pos.split_last() else {
+            return layout.base;
+        };
         let mut offset = None;
-        for (d, &p) in pos.iter().enumerate() {
+        for (d, &p) in outer.iter().enumerate() {
             let term = match layout.strides[d] {
                 None => p,
                 Some(stride) => self.b.ins().imul(p, stride),
@@ -600,13 +607,21 @@ impl<'k, 'f> Emitter<'k, 'f> {
                 Some(o) => self.b.ins().iadd(o, term),
             });
         }
-        match offset {
-            None => layout.base,
+        let base = layout.base;
+        let row = match offset {
+            None => base,
             Some(o) => {
                 let bytes = self.b.ins().imul_imm_s(o, size);
-                self.b.ins().iadd(layout.base, bytes)
+                self.b.ins().iadd(base, bytes)
             }
-        }
+        };
+        // The last dimension is contiguous (no stride).
+        let last = match layout.strides[outer.len()] {
+            None => last,
+            Some(stride) => self.b.ins().imul(last, stride),
+        };
+        let bytes = self.b.ins().imul_imm_s(last, size);
+        self.b.ins().iadd(row, bytes)
     }
 
     /// Opens `for e in 0..len(e)`; the body is the current block on return.
