@@ -11,7 +11,14 @@
 //! the L1 cache, so the sweep still reads memory once.
 //!
 //! The value is the online normalizer's: after each block the sums are
-//! taken relative to the max of everything seen. The outer loop keeps the
+//! taken relative to the max of everything seen.
+//!
+//! Welford sweeps (moments, `layer_norm`'s variance) are blocked the same
+//! way ([`blocked_welford`]): per block, a plain sum gives the block's mean,
+//! a second loop the sum of squared deviations from it (the two-pass
+//! formula, within the block, from L1), and Chan's formula merges the
+//! block's `(n, mean, M2)` into the sweep's state: one division per block
+//! instead of one per element, and vector loops. The outer loop keeps the
 //! sweep's states and laws (so it still splits across threads); the plan
 //! text shows it as `[blocks of 1024]`.
 
@@ -47,7 +54,9 @@ fn block_ops(rw: &mut Rewriter, program: &mut Program, ops: &mut [Op]) -> usize 
                 body,
                 code: LoopCode::Plain,
             } => {
-                if let Some(new_body) = blocked(rw, program, *index, states, body) {
+                let new_body = blocked(rw, program, *index, states, body)
+                    .or_else(|| blocked_welford(rw, program, *index, states, body));
+                if let Some(new_body) = new_body {
                     *body = new_body;
                     if let Op::Loop { code, .. } = op {
                         *code = LoopCode::Blocks(BLOCK);
@@ -178,7 +187,28 @@ fn blocked(
     // far: every term is 0, the online sums' limit; NaN: the rescale made
     // the sums NaN already). There the guard `q == -inf ? 0 : exp(q - max)`
     // is `exp(q - max)` itself, so it goes.
-    let guards = unguard(rw, acc);
+    // Stores of other statements fused into the sweep must run on every
+    // row, so a sweep with stores keeps its guards and runs unconditionally.
+    fn stores(ops: &[Op]) -> bool {
+        ops.iter().any(|op| match op {
+            Op::Store { .. } | Op::Toeplitz { .. } => true,
+            Op::Loop { body, .. } => stores(body),
+            Op::If { then, .. } => stores(then),
+            _ => false,
+        })
+    }
+    // Likewise states that are not sums of terms against this max (a plain
+    // sum fused into the same sweep) must see every block.
+    let only_shifted = states
+        .iter()
+        .enumerate()
+        .all(|(i, s)| i == max_at || matches!(s.law, Law::OnlineSum { max } if max == max_at));
+    let guarded = only_shifted && !stores(&second);
+    let guards = if guarded {
+        unguard(rw, acc)
+    } else {
+        HashMap::new()
+    };
     let second: Vec<Op> = second
         .into_iter()
         .map(|op| match op {
@@ -219,6 +249,22 @@ fn blocked(
     {
         return None;
     }
+    let second_loop = Op::Loop {
+        index: e,
+        sweep: true,
+        range: Some((start, end)),
+        states: inner_states,
+        body: second,
+        code: LoopCode::Plain,
+    };
+    let second_loop = if guarded {
+        Op::If {
+            cond: above,
+            then: vec![second_loop],
+        }
+    } else {
+        second_loop
+    };
     Some(vec![
         Op::Set {
             var: blk,
@@ -245,17 +291,7 @@ fn blocked(
             cond: *cond,
             then: then.clone(),
         },
-        Op::If {
-            cond: above,
-            then: vec![Op::Loop {
-                index: e,
-                sweep: true,
-                range: Some((start, end)),
-                states: inner_states,
-                body: second,
-                code: LoopCode::Plain,
-            }],
-        },
+        second_loop,
     ])
 }
 
@@ -290,4 +326,242 @@ fn unguard(
         }
     }
     map
+}
+
+/// The blocked body of a Welford sweep: see the module docs. Every op of
+/// the body is an assignment; the other states are plain (sum, max, min).
+fn blocked_welford(
+    rw: &mut Rewriter,
+    program: &mut Program,
+    e: ExtentId,
+    states: &[AccState],
+    body: &[Op],
+) -> Option<Vec<Op>> {
+    let welfords: Vec<usize> = (0..states.len())
+        .filter(|&s| states[s].law == Law::Welford)
+        .collect();
+    let [w] = welfords[..] else { return None };
+    let plain = |s: &AccState| {
+        matches!(s.law, Law::Sum | Law::Max | Law::Min | Law::Welford)
+            && s.slots.iter().all(|x| matches!(x, StateSlot::Var(_)))
+    };
+    if !states.iter().all(plain) || !body.iter().all(|op| matches!(op, Op::Set { .. })) {
+        return None;
+    }
+    let st = &states[w];
+    let ty = st.ty;
+    let slot_vars: Vec<VarId> = st
+        .slots
+        .iter()
+        .filter_map(|s| match s {
+            StateSlot::Var(v) => Some(*v),
+            StateSlot::Array(..) => None,
+        })
+        .collect();
+    let (n, mean) = (slot_vars[0], slot_vars[1]);
+    let k = &rw.kernel;
+    // `delta = g - mean` gives `g` and the delta variable.
+    let (delta, g) = body.iter().find_map(|op| match op {
+        Op::Set { var, value } => match k.nodes[*value] {
+            Node::Binary(BinOp::Sub, g, m)
+                if k.nodes[m] == Node::Var(mean) && !slot_vars.contains(var) =>
+            {
+                Some((*var, g))
+            }
+            _ => None,
+        },
+        _ => None,
+    })?;
+    let _ = n;
+    let state_vars: Vec<VarId> = states
+        .iter()
+        .flat_map(|s| &s.slots)
+        .filter_map(|s| match s {
+            StateSlot::Var(v) => Some(*v),
+            StateSlot::Array(..) => None,
+        })
+        .collect();
+    let welford_var = |v: &VarId| slot_vars.contains(v) || *v == delta;
+    // `g` must not read the Welford state.
+    if crate::fuse::subtree(k, g)
+        .iter()
+        .any(|h| matches!(k.nodes[*h], Node::Var(v) if welford_var(&v)))
+    {
+        return None;
+    }
+    let temps: Vec<Op> = body
+        .iter()
+        .filter(|op| matches!(op, Op::Set { var, .. } if !state_vars.contains(var) && !welford_var(var)))
+        .cloned()
+        .collect();
+    // Loop 1: everything but the Welford update, plus the block's sum (and
+    // largest |g| when the state tracks it).
+    let bsum = program.var(format!("{}.bsum", program.vars[mean.0 as usize].name), ty);
+    let bsum_read = rw.var(bsum, ty);
+    let zero = rw.float(0.0, ty);
+    // A plain sum of the same `g` (layer_norm's mean) adds the block's sum
+    // once per block instead of `g` per element.
+    let k = &rw.kernel;
+    let sums_of_g: Vec<VarId> = states
+        .iter()
+        .filter(|s| s.law == Law::Sum && s.slots.len() == 1)
+        .filter_map(|s| match s.slots[0] {
+            StateSlot::Var(v) => Some(v),
+            StateSlot::Array(..) => None,
+        })
+        .filter(|v| {
+            body.iter().any(|op| {
+                matches!(op, Op::Set { var, value } if var == v
+                && matches!(k.nodes[*value], Node::Binary(BinOp::Add, a, b)
+                    if k.nodes[a] == Node::Var(*v) && b == g))
+            })
+        })
+        .collect();
+    let mut first: Vec<Op> = body
+        .iter()
+        .filter(
+            |op| matches!(op, Op::Set { var, .. } if !welford_var(var) && !sums_of_g.contains(var)),
+        )
+        .cloned()
+        .collect();
+    let sum = rw.bin(BinOp::Add, bsum_read, g);
+    first.push(Op::Set {
+        var: bsum,
+        value: sum,
+    });
+    let mut first_states: Vec<AccState> = states
+        .iter()
+        .enumerate()
+        .filter(|(s, st)| {
+            *s != w && !matches!(st.slots[..], [StateSlot::Var(v)] if sums_of_g.contains(&v))
+        })
+        .map(|(_, s)| s.clone())
+        .collect();
+    first_states.push(AccState {
+        describe: "the block's sum".into(),
+        slots: vec![StateSlot::Var(bsum)],
+        law: Law::Sum,
+        ty,
+    });
+    let mut init = vec![Op::Set {
+        var: bsum,
+        value: zero,
+    }];
+    let babs = (slot_vars.len() == 4).then(|| {
+        let v = program.var(format!("{}.babs", program.vars[mean.0 as usize].name), ty);
+        let read = rw.var(v, ty);
+        let abs = rw.un(UnOp::Abs, g);
+        let next = rw.bin(BinOp::Max, read, abs);
+        first.push(Op::Set {
+            var: v,
+            value: next,
+        });
+        first_states.push(AccState {
+            describe: "the block's largest |g|".into(),
+            slots: vec![StateSlot::Var(v)],
+            law: Law::Max,
+            ty,
+        });
+        init.push(Op::Set {
+            var: v,
+            value: zero,
+        });
+        v
+    });
+    // The block's count and mean.
+    let i32t = ScalarType::I32;
+    let start = rw.add(Node::IndexValue(e), i32t);
+    let size = rw.add(Node::ConstInt(BLOCK as i64), i32t);
+    let past = rw.add(Node::Binary(BinOp::Add, start, size), i32t);
+    let len = rw.add(Node::ExtentLen(e), i32t);
+    let end = rw.add(Node::Binary(BinOp::Min, past, len), i32t);
+    let count = rw.add(Node::Binary(BinOp::Sub, end, start), i32t);
+    let count = rw.add(Node::Cast(ty, count), ty);
+    let name = program.vars[mean.0 as usize].name.clone();
+    let bn = program.var(format!("{name}.bn"), ty);
+    let bmean = program.var(format!("{name}.bmean"), ty);
+    let bm2 = program.var(format!("{name}.bm2"), ty);
+    let bmean_value = rw.bin(BinOp::Div, bsum_read, count);
+    // Loop 2: the squared deviations from the block's mean, with
+    // temporaries of its own.
+    let mut renamed = HashMap::new();
+    let mut temp_vars = Vec::new();
+    sets(&temps, &mut temp_vars);
+    for v in temp_vars {
+        let var = program.vars[v.0 as usize].clone();
+        let fresh = program.var(format!("{}.dev", var.name), var.ty);
+        renamed.insert(v, fresh);
+    }
+    let no_tensors = HashMap::new();
+    let mut second: Vec<Op> = temps
+        .iter()
+        .map(|op| match op {
+            Op::Set { var, value } => Op::Set {
+                var: renamed[var],
+                value: rw.rename(*value, &renamed, &no_tensors),
+            },
+            other => other.clone(),
+        })
+        .collect();
+    let g2 = rw.rename(g, &renamed, &no_tensors);
+    let bmean_read = rw.var(bmean, ty);
+    let bm2_read = rw.var(bm2, ty);
+    let dev = rw.bin(BinOp::Sub, g2, bmean_read);
+    let sq = rw.bin(BinOp::Mul, dev, dev);
+    let next = rw.bin(BinOp::Add, bm2_read, sq);
+    second.push(Op::Set {
+        var: bm2,
+        value: next,
+    });
+    let mut twin = vec![
+        StateSlot::Var(bn),
+        StateSlot::Var(bmean),
+        StateSlot::Var(bm2),
+    ];
+    twin.extend(babs.map(StateSlot::Var));
+    let merge = crate::split::combine_ops(rw, program, std::slice::from_ref(st), &[twin]);
+    let mut ops = init;
+    ops.push(Op::Loop {
+        index: e,
+        sweep: true,
+        range: Some((start, end)),
+        states: first_states,
+        body: first,
+        code: LoopCode::Plain,
+    });
+    for &v in &sums_of_g {
+        let read = rw.var(v, ty);
+        let next = rw.bin(BinOp::Add, read, bsum_read);
+        ops.push(Op::Set {
+            var: v,
+            value: next,
+        });
+    }
+    ops.push(Op::Set {
+        var: bn,
+        value: count,
+    });
+    ops.push(Op::Set {
+        var: bmean,
+        value: bmean_value,
+    });
+    ops.push(Op::Set {
+        var: bm2,
+        value: zero,
+    });
+    ops.push(Op::Loop {
+        index: e,
+        sweep: true,
+        range: Some((start, end)),
+        states: vec![AccState {
+            describe: "the block's squared deviations".into(),
+            slots: vec![StateSlot::Var(bm2)],
+            law: Law::Sum,
+            ty,
+        }],
+        body: second,
+        code: LoopCode::Plain,
+    });
+    ops.extend(merge);
+    Some(ops)
 }

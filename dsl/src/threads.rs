@@ -213,12 +213,27 @@ fn stores_at(ops: &[Op], e: ExtentId) -> bool {
 }
 
 /// The inner loops of a blocked sweep (`crate::block`), their ranges ending
-/// at the chunk's end; any other inner loop is refused.
+/// at the chunk's end, and every value that reads a block's end (a blocked
+/// Welford sweep's count) reading the new end; any other inner loop is
+/// refused.
 fn chunk_blocks(
     rw: &mut Rewriter,
     ops: &mut [Op],
     e: ExtentId,
     to_chunk: &std::collections::HashMap<Handle<Node>, Handle<Node>>,
+) -> Result<(), String> {
+    let mut ends = std::collections::HashMap::new();
+    chunk_ranges(rw, ops, e, to_chunk, &mut ends)?;
+    replace_values(rw, ops, &ends);
+    Ok(())
+}
+
+fn chunk_ranges(
+    rw: &mut Rewriter,
+    ops: &mut [Op],
+    e: ExtentId,
+    to_chunk: &std::collections::HashMap<Handle<Node>, Handle<Node>>,
+    ends: &mut std::collections::HashMap<Handle<Node>, Handle<Node>>,
 ) -> Result<(), String> {
     for op in ops {
         match op {
@@ -228,14 +243,34 @@ fn chunk_blocks(
                 body,
                 ..
             } if *index == e && !body.iter().any(has_loop) => {
-                *end = rw.replace(*end, to_chunk);
+                let new = rw.replace(*end, to_chunk);
+                ends.insert(*end, new);
+                *end = new;
             }
             Op::Loop { .. } => return Err("a loop inside a sweep".into()),
-            Op::If { then, .. } => chunk_blocks(rw, then, e, to_chunk)?,
+            Op::If { then, .. } => chunk_ranges(rw, then, e, to_chunk, ends)?,
             _ => {}
         }
     }
     Ok(())
+}
+
+fn replace_values(
+    rw: &mut Rewriter,
+    ops: &mut [Op],
+    map: &std::collections::HashMap<Handle<Node>, Handle<Node>>,
+) {
+    for op in ops {
+        match op {
+            Op::Set { value, .. } | Op::Store { value, .. } => *value = rw.replace(*value, map),
+            Op::If { cond, then } => {
+                *cond = rw.replace(*cond, map);
+                replace_values(rw, then, map);
+            }
+            Op::Loop { body, .. } => replace_values(rw, body, map),
+            Op::Barrier | Op::Toeplitz { .. } => {}
+        }
+    }
 }
 
 /// Publish each state to this thread's slot, wait, merge all slots in
