@@ -591,11 +591,18 @@ impl<'k, 'f> Emitter<'k, 'f> {
     /// live across the loop instead of a base and an offset), plus the
     /// last position's bytes.
     pub fn address(&mut self, t: usize, pos: &[Value]) -> Value {
+        let Some((&last, outer)) = pos.split_last() else {
+            return self.layouts[t].base;
+        };
+        let row = self.row_address(t, outer);
+        self.in_row(t, row, last)
+    }
+
+    /// The address of the row at in-range positions `outer` (every
+    /// dimension but the last) of tensor `t`.
+    pub fn row_address(&mut self, t: usize, outer: &[Value]) -> Value {
         let layout = &self.layouts[t];
         let size = self.k.tensors[t].ty.size_bytes() as i64;
-        let Some((&last, outer)) = pos.split_last() else {
-            return layout.base;
-        };
         let mut offset = None;
         for (d, &p) in outer.iter().enumerate() {
             let term = match layout.strides[d] {
@@ -608,18 +615,19 @@ impl<'k, 'f> Emitter<'k, 'f> {
             });
         }
         let base = layout.base;
-        let row = match offset {
+        match offset {
             None => base,
             Some(o) => {
                 let bytes = self.b.ins().imul_imm_s(o, size);
                 self.b.ins().iadd(base, bytes)
             }
-        };
-        // The last dimension is contiguous (no stride).
-        let last = match layout.strides[outer.len()] {
-            None => last,
-            Some(stride) => self.b.ins().imul(last, stride),
-        };
+        }
+    }
+
+    /// The address of the element at in-range position `last` of the last
+    /// dimension (contiguous) in the row at `row` of tensor `t`.
+    pub fn in_row(&mut self, t: usize, row: Value, last: Value) -> Value {
+        let size = self.k.tensors[t].ty.size_bytes() as i64;
         let bytes = self.b.ins().imul_imm_s(last, size);
         self.b.ins().iadd(row, bytes)
     }

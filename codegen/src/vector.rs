@@ -58,6 +58,16 @@ pub(crate) struct Lanes {
     pub cache: HashMap<usize, Value>,
     /// Broadcasts of loop-invariant operands, computed once before the loop.
     pub invariant: HashMap<usize, Value>,
+    /// Row addresses of loads along the vectorized index (every subscript
+    /// but the last invariant), computed once before the loop: the body
+    /// adds the last position only. (Cranelift does not hoist them.)
+    pub rows: HashMap<usize, Value>,
+    /// Pointers to the current element of loads whose last subscript is
+    /// the vectorized index itself: loop-carried, advanced by one step per
+    /// iteration, so a load is one instruction with an immediate offset.
+    pub ptrs: HashMap<usize, Variable>,
+    /// The current copy's offset from the step's first element, in elements.
+    pub copy: i64,
 }
 
 fn bitcast_flags() -> MemFlagsData {
@@ -87,6 +97,9 @@ impl Lanes {
             mask: None,
             cache: HashMap::new(),
             invariant: HashMap::new(),
+            rows: HashMap::new(),
+            ptrs: HashMap::new(),
+            copy: 0,
         }
     }
 }
@@ -150,6 +163,9 @@ impl Emitter<'_, '_> {
                 }
                 continue;
             }
+            if let Some(row) = self.hoisted_row(l, h)? {
+                l.rows.insert(h.index(), row);
+            }
             stack.extend(self.k.nodes[h].operands());
         }
         hoist.sort_by_key(|h| h.index());
@@ -158,6 +174,34 @@ impl Emitter<'_, '_> {
             l.invariant.insert(h.index(), v);
         }
         Ok(())
+    }
+
+    /// The row address of a load whose subscripts other than the last do
+    /// not involve the vectorized index (computed here, before the loop).
+    fn hoisted_row(&mut self, l: &Lanes, h: Handle<Node>) -> Result<Option<Value>, CodegenError> {
+        let Node::Load { tensor, index } = &self.k.nodes[h] else {
+            return Ok(None);
+        };
+        let t = tensor.0 as usize;
+        let Some((_, outer)) = index.split_last() else {
+            return Ok(None);
+        };
+        let mut forms = Vec::with_capacity(outer.len());
+        for idx in outer {
+            match idx {
+                Index::Affine(a) if a.terms.iter().all(|(v, _)| *v != l.index) => forms.push(a.clone()),
+                _ => return Ok(None),
+            }
+        }
+        let mut pos = Vec::with_capacity(forms.len());
+        for (d, a) in forms.iter().enumerate() {
+            let p = self.affine_value(a)?;
+            pos.push(match self.layouts[t].dims[d].origin {
+                Some(o) => self.b.ins().iadd(p, o),
+                None => p,
+            });
+        }
+        Ok(Some(self.row_address(t, &pos)))
     }
 
     fn safe_to_hoist(&self, root: Handle<Node>) -> bool {
@@ -190,6 +234,27 @@ impl Emitter<'_, '_> {
                     .get(v)
                     .ok_or_else(|| self.vunsupported(h, "a variable without lanes"))?;
                 self.b.use_var(var)
+            }
+            Node::Load { tensor, .. } if l.ptrs.contains_key(&h.index()) => {
+                let size = self.k.tensor(*tensor).ty.size_bytes() as i64;
+                let ptr = self.b.use_var(l.ptrs[&h.index()]);
+                let offset = i32::try_from(l.copy * size).unwrap_or(i32::MAX);
+                self.b.ins().load(l.vty, vector_flags(), ptr, offset)
+            }
+            Node::Load { tensor, index } if l.rows.contains_key(&h.index()) => {
+                let t = tensor.0 as usize;
+                let d = index.len() - 1;
+                let Some(Index::Affine(a)) = index.last() else {
+                    return Err(self.vunsupported(h, "a gathered load"));
+                };
+                let p = self.affine_value(a)?;
+                let p = match self.layouts[t].dims[d].origin {
+                    Some(o) => self.b.ins().iadd(p, o),
+                    None => p,
+                };
+                let row = l.rows[&h.index()];
+                let addr = self.in_row(t, row, p);
+                self.b.ins().load(l.vty, vector_flags(), addr, 0)
             }
             Node::Load { tensor, index } => {
                 let t = tensor.0 as usize;
@@ -468,6 +533,43 @@ impl Emitter<'_, '_> {
         Ok(())
     }
 
+    /// Starts the pointers of the loads whose last subscript is the index
+    /// itself (on a plain dimension) at `start`; see [`Lanes::ptrs`].
+    fn start_pointers(&mut self, l: &mut Lanes, start: Value) {
+        let mut rows: Vec<(usize, Value)> = l.rows.iter().map(|(h, v)| (*h, *v)).collect();
+        rows.sort_by_key(|(h, _)| *h);
+        for (h, row) in rows {
+            let Node::Load { tensor, index } = &self.k.nodes[Handle::from_index(h)] else {
+                continue;
+            };
+            let t = tensor.0 as usize;
+            let d = index.len() - 1;
+            let plain = matches!(index.last(), Some(Index::Affine(a)) if a.as_var() == Some(l.index));
+            if !plain || self.layouts[t].dims[d].origin.is_some() {
+                continue;
+            }
+            let at = self.in_row(t, row, start);
+            let var = self.b.declare_var(types::I64);
+            self.b.def_var(var, at);
+            l.ptrs.insert(h, var);
+        }
+    }
+
+    /// Advances every pointer by `step` elements.
+    fn advance_pointers(&mut self, l: &Lanes, step: i64) {
+        let mut ptrs: Vec<(usize, Variable)> = l.ptrs.iter().map(|(h, v)| (*h, *v)).collect();
+        ptrs.sort_by_key(|(h, _)| *h);
+        for (h, var) in ptrs {
+            let Node::Load { tensor, .. } = &self.k.nodes[Handle::from_index(h)] else {
+                continue;
+            };
+            let size = self.k.tensor(*tensor).ty.size_bytes() as i64;
+            let p = self.b.use_var(var);
+            let next = self.b.ins().iadd_imm_s(p, step * size);
+            self.b.def_var(var, next);
+        }
+    }
+
     /// `(start, end, main_end)`: the clamped range and the end of the part
     /// that whole steps of `step` elements cover.
     fn vector_range(
@@ -599,11 +701,13 @@ impl Emitter<'_, '_> {
         let mut roots = Vec::new();
         op_roots(body, &mut roots);
         self.hoist_invariants(&mut l, &roots)?;
+        self.start_pointers(&mut l, start);
         let (pos_var, header, exit, pos) = self.open_vector_loop(start, main_end);
         let outer = self.env[e.0 as usize];
         for (u, map) in copies.iter().enumerate() {
             let p = self.b.ins().iadd_imm_s(pos, u as i64 * width);
             self.env[e.0 as usize] = Some(p);
+            l.copy = u as i64 * width;
             l.vars = map.clone();
             self.cache.push();
             self.vops(&mut l, body)?;
@@ -611,6 +715,7 @@ impl Emitter<'_, '_> {
             l.cache.clear();
         }
         self.env[e.0 as usize] = outer;
+        self.advance_pointers(&l, step);
         self.close_vector_loop(pos_var, header, exit, pos, step);
         self.merge_lanes(&mut l, v, &copies)?;
         // The scalar tail.
@@ -735,11 +840,13 @@ impl Emitter<'_, '_> {
         let step = width as i64 * unroll as i64;
         self.hoist_invariants(&mut l, &[arg])?;
         let (start, end, main_end) = self.vector_range(last, None, step);
+        self.start_pointers(&mut l, start);
         let (pos_var, header, exit, pos) = self.open_vector_loop(start, main_end);
         let outer = self.env[last.0 as usize];
         for (u, &acc) in accs.iter().enumerate() {
             let p = self.b.ins().iadd_imm_s(pos, u as i64 * width as i64);
             self.env[last.0 as usize] = Some(p);
+            l.copy = u as i64 * width as i64;
             self.cache.push();
             let x = self.vvalue(&mut l, arg)?;
             self.cache.pop();
@@ -749,6 +856,7 @@ impl Emitter<'_, '_> {
             self.b.def_var(acc, new);
         }
         self.env[last.0 as usize] = outer;
+        self.advance_pointers(&l, step);
         self.close_vector_loop(pos_var, header, exit, pos, step);
         let frame = self.open_loop_in(last, Some((main_end, end)));
         let x = self.value(arg)?;
