@@ -434,6 +434,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
                     let x = self.value(*value)?;
                     let x = self.convert(*value, x, self.k.ty(*value), var_ty)?;
                     self.cache.pop();
+                    let x = if costly(self.k, *value) { self.pin(x) } else { x };
                     self.b.def_var(self.vars[v], x);
                 }
                 Op::Store {
@@ -450,6 +451,23 @@ impl<'k, 'f> Emitter<'k, 'f> {
             }
         }
         Ok(())
+    }
+
+    /// `x` through a stack slot: a store and a load where `x` is computed.
+    /// Cranelift places pure instructions at their uses and here does not
+    /// hoist them back out of loops, so a costly value (an `exp`, a
+    /// division) assigned before a loop and read inside it would be
+    /// recomputed every iteration; a load is not moved, and its users see
+    /// one value defined outside the loop.
+    pub fn pin(&mut self, x: Value) -> Value {
+        let ty = self.b.func.dfg.value_type(x);
+        let slot = self.b.create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
+            cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
+            ty.bytes(),
+            ty.bytes().trailing_zeros() as u8,
+        ));
+        self.b.ins().stack_store(types::I64, x, slot, 0);
+        self.b.ins().stack_load(types::I64, ty, slot, 0)
     }
 
     /// The current value of a program variable.
@@ -728,4 +746,27 @@ impl<'k, 'f> Emitter<'k, 'f> {
         self.b.finalize(config);
         self.helpers.into_iter().map(|(h, _)| h).collect()
     }
+}
+
+/// Whether a value costs enough that recomputing it in every iteration of a
+/// loop that reads it would matter: a transcendental function, a division,
+/// a square root, a power or a reduction.
+fn costly(k: &Kernel, root: Handle<Node>) -> bool {
+    use passfold_dsl::{BinOp, UnOp};
+    let mut stack = vec![root];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(h) = stack.pop() {
+        if !seen.insert(h) {
+            continue;
+        }
+        match &k.nodes[h] {
+            Node::Unary(op, _) if !matches!(op, UnOp::Neg | UnOp::Not | UnOp::Abs | UnOp::Sign) => {
+                return true;
+            }
+            Node::Binary(BinOp::Div, ..) | Node::Powf(..) | Node::Reduce { .. } => return true,
+            Node::Var(_) | Node::Load { .. } => {}
+            n => stack.extend(n.operands()),
+        }
+    }
+    false
 }
