@@ -751,7 +751,7 @@ impl<'k, 'f> Emitter<'k, 'f> {
 /// Whether a value costs enough that recomputing it in every iteration of a
 /// loop that reads it would matter: a transcendental function, a division,
 /// a square root, a power or a reduction.
-fn costly(k: &Kernel, root: Handle<Node>) -> bool {
+pub(crate) fn costly(k: &Kernel, root: Handle<Node>) -> bool {
     use passfold_dsl::{BinOp, UnOp};
     let mut stack = vec![root];
     let mut seen = std::collections::HashSet::new();

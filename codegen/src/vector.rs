@@ -171,6 +171,8 @@ impl Emitter<'_, '_> {
         hoist.sort_by_key(|h| h.index());
         for h in hoist {
             let v = self.broadcast(l, h)?;
+            // Pinned, or Cranelift sinks its computation into the loop.
+            let v = if crate::emit::costly(self.k, h) { self.pin(v) } else { v };
             l.invariant.insert(h.index(), v);
         }
         Ok(())
