@@ -434,7 +434,11 @@ impl<'k, 'f> Emitter<'k, 'f> {
                     let x = self.value(*value)?;
                     let x = self.convert(*value, x, self.k.ty(*value), var_ty)?;
                     self.cache.pop();
-                    let x = if costly(self.k, *value) { self.pin(x) } else { x };
+                    let x = if costly(self.k, *value) {
+                        self.pin(x)
+                    } else {
+                        x
+                    };
                     self.b.def_var(self.vars[v], x);
                 }
                 Op::Store {
@@ -461,11 +465,13 @@ impl<'k, 'f> Emitter<'k, 'f> {
     /// one value defined outside the loop.
     pub fn pin(&mut self, x: Value) -> Value {
         let ty = self.b.func.dfg.value_type(x);
-        let slot = self.b.create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
-            cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
-            ty.bytes(),
-            ty.bytes().trailing_zeros() as u8,
-        ));
+        let slot = self
+            .b
+            .create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
+                cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
+                ty.bytes(),
+                ty.bytes().trailing_zeros() as u8,
+            ));
         self.b.ins().stack_store(types::I64, x, slot, 0);
         self.b.ins().stack_load(types::I64, ty, slot, 0)
     }

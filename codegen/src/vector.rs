@@ -172,7 +172,11 @@ impl Emitter<'_, '_> {
         for h in hoist {
             let v = self.broadcast(l, h)?;
             // Pinned, or Cranelift sinks its computation into the loop.
-            let v = if crate::emit::costly(self.k, h) { self.pin(v) } else { v };
+            let v = if crate::emit::costly(self.k, h) {
+                self.pin(v)
+            } else {
+                v
+            };
             l.invariant.insert(h.index(), v);
         }
         Ok(())
@@ -191,7 +195,9 @@ impl Emitter<'_, '_> {
         let mut forms = Vec::with_capacity(outer.len());
         for idx in outer {
             match idx {
-                Index::Affine(a) if a.terms.iter().all(|(v, _)| *v != l.index) => forms.push(a.clone()),
+                Index::Affine(a) if a.terms.iter().all(|(v, _)| *v != l.index) => {
+                    forms.push(a.clone())
+                }
                 _ => return Ok(None),
             }
         }
@@ -546,7 +552,8 @@ impl Emitter<'_, '_> {
             };
             let t = tensor.0 as usize;
             let d = index.len() - 1;
-            let plain = matches!(index.last(), Some(Index::Affine(a)) if a.as_var() == Some(l.index));
+            let plain =
+                matches!(index.last(), Some(Index::Affine(a)) if a.as_var() == Some(l.index));
             if !plain || self.layouts[t].dims[d].origin.is_some() {
                 continue;
             }

@@ -17,7 +17,7 @@
 //! The tolerance of an output element is derived from the operations that
 //! produce it and from how sensitive this input makes them:
 //!
-//! `tol = 4 · budget · eps · (|want| + 1e-6) + 8 · (eps / eps_f32) · |naive_f32 - want|`
+//! `tol = 4 · budget · eps · (|want| + 1e-6) + 24 · (eps / eps_f32) · |naive_f32 - want|`
 //!
 //! - `budget` (in ULPs) adds, along the statement chain that computes the
 //!   element, 1 per `+ - * /` and literal rounding, 2 per library function
@@ -28,8 +28,9 @@
 //!   the straightforward evaluation's error measures the conditioning
 //!   (cancellation, `exp` of a large argument) that a static budget cannot
 //!   see. A fused plan may be a few times worse than the naive formula on an
-//!   ill-conditioned element, never orders of magnitude worse. For the `f64`
-//!   engine that error is scaled by `eps_f64 / eps_f32`.
+//!   ill-conditioned element, never orders of magnitude worse
+//!   ([`CONDITIONING`]). For the `f64` engine that error is scaled by
+//!   `eps_f64 / eps_f32`.
 //! - An element whose naive `f32` evaluation leaves the finite numbers, or
 //!   loses more than half its value, where `f64` does not (a `log` at the
 //!   edge of its domain, an `exp` overflow, a `select` whose comparison flips)
@@ -51,6 +52,14 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::{Case, Fill};
+
+/// How many times the naive `f32` evaluation's error an engine may make on
+/// an ill-conditioned element: 8 for reassociation and the plan's other
+/// roundings, times 3 because vector code's own math functions are up to
+/// 3 ULP (`tanh` in `f64`) where the naive evaluation's libm is within 1.
+/// (A cancelling `f64` sum of vector `expm1(tanh(z))` terms, generator seed
+/// 473, was 1.6× beyond the factor 8.)
+pub const CONDITIONING: f64 = 24.0;
 
 /// Whether the JIT must equal the declared-precision plan interpreter bit for bit.
 pub const EXACT_JIT: bool = true;
@@ -378,7 +387,7 @@ impl Compare<'_> {
                     continue;
                 }
                 let tol = 4.0 * budget * self.eps * (w.abs() + 1e-6)
-                    + 8.0 * (self.eps / eps32) * (v - w).abs();
+                    + CONDITIONING * (self.eps / eps32) * (v - w).abs();
                 if !((g - w).abs() <= tol) {
                     return fail(&format!("off by {:e}, tolerance {tol:e}", (g - w).abs()));
                 }
