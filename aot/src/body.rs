@@ -585,7 +585,7 @@ impl<'a> Body<'a> {
         let mut offset = Vec::new();
         for (d, idx) in index.iter().enumerate() {
             let (o, l, s) = layout_idents(t, d);
-            let p = format_ident!("p{}", d);
+            let p = format_ident!("q{}", d);
             let (value, check) = match idx {
                 Index::Affine(a) => {
                     let exact = *a == tensor_info.dims[d].0;

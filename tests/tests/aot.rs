@@ -1,0 +1,192 @@
+//! The ahead-of-time back end (`passfold-aot`) on the whole catalogue: the
+//! build script (`tests/build.rs`) emits every catalogue kernel (fused and
+//! unfused plans in `f32`, the fused plan in `f64`) into `OUT_DIR`, this
+//! module includes and runs them, and `check_engine` compares every
+//! output with the f64 interpreter within the tolerance the JIT's vector
+//! code meets (`passfold::kernelgen::check`). Inputs: the adversarial
+//! patterns of `adversarial.rs` (all `-inf` rows, `+inf`, NaN first /
+//! middle / last, denormals, values near ±3.4e38) at lengths around the
+//! chunk widths (16 lanes of `f32`, 8 of `f64`), uniform rows of every
+//! length up to 48 and a few longer ones, at every instruction level the CPU
+//! has (AVX-512, AVX2+FMA, baseline).
+
+use crate::adversarial::{PATTERNS, Pattern, args_for, check, sizes};
+use crate::common::params_for;
+use passfold::kernelgen::check::{EngineResult, check_engine};
+use passfold_dsl::ScalarType;
+
+mod generated {
+    /// `call_f64(level, extents, args, params)` of one generated module.
+    pub type AotEntry = fn(u8, &[i64], &mut [Vec<f64>], &[f64]) -> Result<(), String>;
+    include!(concat!(env!("OUT_DIR"), "/aot_catalogue.rs"));
+}
+
+use generated::{AOT_FAILURES, aot_entry, aot_level};
+
+#[test]
+fn every_catalogue_kernel_is_emitted() {
+    assert!(AOT_FAILURES.is_empty(), "{AOT_FAILURES:#?}");
+    for entry in passfold_kernels::CATALOGUE {
+        for variant in ["fused_f32", "unfused_f32", "fused_f64"] {
+            assert!(
+                aot_entry(entry.name, variant).is_some(),
+                "{} {variant}",
+                entry.name
+            );
+        }
+    }
+}
+
+/// The AOT results of one catalogue kernel at `level`.
+fn run_aot(
+    name: &str,
+    level: u8,
+    extents: &[i64],
+    args: &[Vec<f64>],
+    params: &[f64],
+    float: Option<ScalarType>,
+    unfused: bool,
+) -> EngineResult {
+    let variant = match (float.is_some(), unfused) {
+        (false, false) => "fused_f32",
+        (false, true) => "unfused_f32",
+        (true, false) => "fused_f64",
+        (true, true) => return Ok(None),
+    };
+    let Some(entry) = aot_entry(name, variant) else {
+        return Ok(None);
+    };
+    let mut got = args.to_vec();
+    entry(level, extents, &mut got, params)?;
+    Ok(Some(got))
+}
+
+/// `(pattern, n)` runs: every pattern around the chunk widths, uniform
+/// rows of every length to 48 and some long ones.
+fn runs() -> Vec<(Pattern, i64)> {
+    let mut out = Vec::new();
+    for pattern in PATTERNS {
+        for n in [0, 1, 7, 8, 9, 15, 16, 17, 33] {
+            out.push((pattern, n));
+        }
+    }
+    for n in (0..=48).chain([65, 100]) {
+        out.push((Pattern::Uniform, n));
+    }
+    out
+}
+
+#[test]
+fn catalogue_agrees_with_the_interpreter() {
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    let mut runs_done = 0;
+    // Every level this CPU can run: 3 AVX-512, 2 AVX2+FMA, 0 baseline
+    // (`call_at` lowers a level the CPU lacks to one it has).
+    for level in [3u8, 2, 0] {
+        for entry in passfold_kernels::CATALOGUE {
+            let kernel = check(entry.source);
+            let params = params_for(&kernel);
+            for (k, (pattern, n)) in runs().into_iter().enumerate() {
+                // Every run at the best level; the lower levels on uniform
+                // rows around the chunk widths.
+                if level != 3 && (pattern != Pattern::Uniform || ![0, 1, 9, 17, 33].contains(&n)) {
+                    continue;
+                }
+                let extents = sizes(&kernel, n);
+                let args = args_for(&kernel, &extents, pattern, k as u64);
+                let also_f64 = pattern != Pattern::Uniform || n % 8 == 1;
+                let mut run = |float, unfused| {
+                    run_aot(entry.name, level, &extents, &args, &params, float, unfused)
+                };
+                match check_engine(
+                    entry.source,
+                    &kernel,
+                    &extents,
+                    &args,
+                    &params,
+                    also_f64,
+                    &mut run,
+                ) {
+                    Ok(o) => {
+                        compared += o.compared;
+                        runs_done += o.jit_runs;
+                    }
+                    Err(e) => failures.push(format!(
+                        "{} (level {level}, {pattern:?}, n = {n}, extents {extents:?}): {e}",
+                        entry.name
+                    )),
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(compared > 100_000, "only {compared} values compared");
+    eprintln!("aot: {runs_done} calls, {compared} values compared");
+}
+
+/// The dispatch picks the widest level the CPU reports: AVX-512 on this
+/// project's machines (`/proc/cpuinfo` lists avx512f/vl/bw/dq, avx2, fma).
+#[test]
+fn dispatch_reports_the_level_it_chose() {
+    let level = aot_level("softmax", "fused_f32").expect("softmax is emitted");
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let expected = if cfg!(target_arch = "x86_64")
+        && ["avx512f", "avx512vl", "avx512bw", "avx512dq", "avx2", "fma"]
+            .iter()
+            .all(|f| has(f))
+    {
+        "avx512"
+    } else if cfg!(target_arch = "x86_64") && has("avx2") && has("fma") {
+        "avx2+fma"
+    } else if cfg!(target_arch = "aarch64") {
+        "neon"
+    } else {
+        "baseline"
+    };
+    assert_eq!(level, expected, "flags: {flags}");
+}
+
+/// `passfold emit-rust` on the catalogue file of `name`.
+fn emit_rust(name: &str) -> String {
+    let args = passfold::cli::KernelArgs {
+        file: format!("{}/../kernels/{name}.pf", env!("CARGO_MANIFEST_DIR")).into(),
+        consts: Vec::new(),
+        f64: false,
+        unfused: false,
+        exp_shift: "auto".into(),
+        reload: false,
+        scalar: false,
+        recompute: false,
+    };
+    passfold::cli::commands::emit_rust_text(&args)
+        .expect("emits")
+        .expect("checks")
+}
+
+/// The generated Rust users vendor: softmax (a fused max, an `exp` sum
+/// that stores its terms, a division), logsumexp (one value per row) and
+/// cross-entropy (a gather with its bounds check and error status).
+#[test]
+fn emit_rust_snapshots() {
+    insta::assert_snapshot!("aot_softmax", emit_rust("softmax"));
+    insta::assert_snapshot!("aot_logsumexp", emit_rust("logsumexp"));
+    insta::assert_snapshot!("aot_cross_entropy", emit_rust("cross_entropy"));
+}
+
+/// The command runs and exits successfully.
+#[test]
+fn emit_rust_command_runs() {
+    let path = format!("{}/../kernels/logsumexp.pf", env!("CARGO_MANIFEST_DIR"));
+    assert!(passfold::cli::run_args(["passfold", "emit-rust", &path]).expect("parses"));
+}
