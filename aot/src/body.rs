@@ -30,6 +30,9 @@ pub(crate) struct LaneCx {
     pub chunk_of: Vec<Option<usize>>,
     /// The mutable chunk of every tensor the loop stores to.
     pub store_chunk: Vec<(passfold_dsl::TensorId, usize)>,
+    /// A loop without states runs element by element over whole-range
+    /// slices: lane variables are scalars (`lv{var}`), not arrays.
+    pub flat: bool,
 }
 
 /// One lowering of a plan's program.
@@ -428,6 +431,10 @@ impl<'a> Body<'a> {
                 quote!((#e as i32))
             }
             Node::Var(v) => match lanes {
+                Some(cx) if cx.flat => {
+                    let lv = lane_var_ident(v.0);
+                    quote!(#lv)
+                }
                 Some(_) => {
                     let lv = lane_var_ident(v.0);
                     quote!(#lv[l])

@@ -99,10 +99,16 @@ impl Body<'_> {
             .filter(|(_, c)| c.mutable)
             .map(|(i, c)| (c.tensor, i))
             .collect();
+        // Without states every element is independent: one loop over
+        // whole-range slices, which LLVM vectorizes itself. (Chunk loops
+        // with a small body get their lane loop unrolled and the chunk
+        // loop vectorized with gathers and scatters.)
+        let flat = v.states.is_empty();
         let cx = LaneCx {
             vary,
             chunk_of,
             store_chunk,
+            flat,
         };
 
         let mut hoisted = TokenStream::new();
@@ -111,6 +117,9 @@ impl Body<'_> {
             let u = uniform_ident(*h);
             let ty = rust_type(self.k.ty(*h));
             hoisted.extend(quote!(let #u: #ty = #x;));
+        }
+        if flat {
+            return self.flat_loop(start, end, &hoisted, &chunks, body, &cx, v).map(Some);
         }
         // Lane arrays.
         let mut arrays = TokenStream::new();
@@ -272,9 +281,10 @@ impl Body<'_> {
                 Op::Set { var, value } => {
                     let x = self.value(*value, Some(cx))?;
                     let lv = lane_var_ident(var.0);
+                    let lane = if cx.flat { quote!(#lv) } else { quote!(#lv[l]) };
                     out.extend(match mask {
-                        Some(m) => quote!(#lv[l] = rt::sel(#m, #x, #lv[l]);),
-                        None => quote!(#lv[l] = #x;),
+                        Some(m) => quote!(#lane = rt::sel(#m, #x, #lane);),
+                        None => quote!(#lane = #x;),
                     });
                 }
                 Op::Store { tensor, value, .. } => {
@@ -305,6 +315,63 @@ impl Body<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// A loop without states: whole-range slices of every chunk's tensor,
+    /// lane variables as scalar temporaries, and one element per iteration.
+    #[allow(clippy::too_many_arguments)]
+    fn flat_loop(
+        &self,
+        start: &TokenStream,
+        end: &TokenStream,
+        hoisted: &TokenStream,
+        chunks: &[Chunk],
+        body: &[Op],
+        cx: &LaneCx,
+        v: &VectorLoop,
+    ) -> Result<TokenStream, AotError> {
+        let mut temps = TokenStream::new();
+        for var in &v.lane_vars {
+            let decl = &self.program.vars[var.0 as usize];
+            let ty = rust_type(decl.ty);
+            let lv = lane_var_ident(var.0);
+            let zero = float_lit(decl.ty, 0.0);
+            temps.extend(quote!(let mut #lv: #ty = #zero;));
+        }
+        let mut slices = TokenStream::new();
+        for (c, chunk) in chunks.iter().enumerate() {
+            let t = chunk.tensor.0 as usize;
+            let name = tensor_ident(t);
+            let mut terms = Vec::new();
+            for (d, a) in chunk.outer.iter().enumerate() {
+                let (o, _, s) = layout_idents(t, d);
+                let a = affine_expr(a);
+                terms.push(quote!((#a + #o) * #s));
+            }
+            terms.push(quote!(start));
+            let ident = format_ident!("c{}", c);
+            let base = format_ident!("base{}", c);
+            slices.extend(quote!(let #base = (#(#terms)+*) as usize;));
+            if chunk.mutable {
+                slices.extend(quote!(let #ident = &mut #name[#base..#base + count];));
+            } else {
+                slices.extend(quote!(let #ident = &#name[#base..#base + count];));
+            }
+        }
+        let lane_body = self.lane_ops(body, cx, None, &mut 0)?;
+        Ok(quote! {
+            {
+                let start: i64 = #start;
+                let end: i64 = #end;
+                let count = if end > start { (end - start) as usize } else { 0 };
+                #hoisted
+                #temps
+                #slices
+                for l in 0..count {
+                    #lane_body
+                }
+            }
+        })
     }
 
     /// Merges the lanes of every state into lane 0, then into the scalar state.

@@ -364,7 +364,14 @@ fn api(
                 ScalarType::Bool => quote!(false),
                 _ => quote!(0.0 as #ty),
             };
-            temps.extend(quote!(let mut #tmp: ::std::vec::Vec<#ty> = ::std::vec![#zero; #len];));
+            // A failed allocation is an error, not an abort.
+            temps.extend(quote! {
+                let mut #tmp: ::std::vec::Vec<#ty> = ::std::vec::Vec::new();
+                if #tmp.try_reserve_exact(#len).is_err() {
+                    return Err(Error::Alloc { tensor: #tname, bytes: #len.saturating_mul(::core::mem::size_of::<#ty>()) });
+                }
+                #tmp.resize(#len, #zero);
+            });
             run_args.push(quote!(&mut #tmp));
             continue;
         }
@@ -479,6 +486,13 @@ fn api(
                 /// See `line`.
                 col: usize,
             },
+            /// Scratch memory for a temporary could not be allocated.
+            Alloc {
+                /// The temporary.
+                tensor: &'static str,
+                /// Bytes requested.
+                bytes: usize,
+            },
             /// `call_f64` got the wrong number of extents, buffers or parameters.
             Arity,
         }
@@ -497,6 +511,7 @@ fn api(
                         "a gathered index is out of range in the read of `{}` at {}:{}",
                         tensor, line, col
                     ),
+                    Error::Alloc { tensor, bytes } => write!(f, "cannot allocate {} bytes for temporary `{}`", bytes, tensor),
                     Error::Arity => write!(f, "wrong number of extents, buffers or parameters"),
                 }
             }

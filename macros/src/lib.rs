@@ -508,6 +508,10 @@ fn expand_aot(
                             span: ::std::default::Default::default(),
                             line_col: if line > 0 { Some((line, col)) } else { None },
                         },
+                        E::Alloc { tensor, bytes } => ::passfold::CallError::Alloc {
+                            tensor: tensor.to_string(),
+                            bytes,
+                        },
                         E::Arity => ::passfold::CallError::Internal { status: -1 },
                     })
                 })

@@ -190,3 +190,29 @@ fn emit_rust_command_runs() {
     let path = format!("{}/../kernels/logsumexp.pf", env!("CARGO_MANIFEST_DIR"));
     assert!(passfold::cli::run_args(["passfold", "emit-rust", &path]).expect("parses"));
 }
+
+/// Extents whose element or byte counts overflow, or whose temporaries
+/// are too large, are refused before any code runs (no wrap, no abort).
+#[test]
+fn huge_extents_are_refused() {
+    for entry in passfold_kernels::CATALOGUE {
+        let kernel = check(entry.source);
+        let params = params_for(&kernel);
+        for (first, rest) in [(1i64 << 32, 1i64 << 32), (1 << 31, 1 << 31), (i64::MAX, 2), (1 << 61, 0)] {
+            let extents: Vec<i64> = (0..kernel.extents.len())
+                .map(|e| if e == 0 { first } else { rest })
+                .collect();
+            let too_large = kernel
+                .tensors
+                .iter()
+                .any(|t| passfold_dsl::Layout::compute(t, &extents).is_none());
+            if !too_large {
+                continue;
+            }
+            let mut args = vec![Vec::new(); kernel.arguments().count()];
+            let entry_fn = aot_entry(entry.name, "fused_f32").expect("emitted");
+            let res = entry_fn(3, &extents, &mut args, &params);
+            assert!(res.is_err(), "{} {extents:?} was not refused", entry.name);
+        }
+    }
+}
