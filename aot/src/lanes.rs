@@ -391,17 +391,25 @@ impl Body<'_> {
         }
         let mut merge_vars = Vec::new();
         sets_in(&v.merge, &mut merge_vars);
-        let half = w / 2;
-        Ok(quote! {
-            let mut shift: usize = #half;
-            while shift > 0 {
-                for l in 0..shift {
-                    #load
-                    #merge_ops
-                    #write
+        // One loop per level with a constant trip count, so LLVM can
+        // vectorize the merges of each level.
+        let mut levels = TokenStream::new();
+        let mut shift = w / 2;
+        while shift > 0 {
+            levels.extend(quote! {
+                {
+                    let shift: usize = #shift;
+                    for l in 0..#shift {
+                        #load
+                        #merge_ops
+                        #write
+                    }
                 }
-                shift /= 2;
-            }
+            });
+            shift /= 2;
+        }
+        Ok(quote! {
+            #levels
             #finish
         })
     }
