@@ -4,6 +4,9 @@
 //! in L2 (64 × 4096), one row out of cache (1 × 16,777,216) and many rows
 //! (256 × 32,000), each run by:
 //! - `aot`: `kernel!` with `#[aot]` (the dispatch picks the CPU's level);
+//! - `aot_online` (softmax): the AOT back end on the planner's other form,
+//!   a running max and `exp` recomputed in the output sweep (two sweeps,
+//!   12 bytes per element; `benches/build.rs`);
 //! - `jit`: the same plan through Cranelift (`passfold::compile`);
 //! - `hand_native`: the same algorithm written by hand (16-lane max, then
 //!   `exp(x - m)` stored and summed in 16 lanes, then a division), with
@@ -38,6 +41,8 @@ passfold::kernel! {
         y[b] = m[b] + log(s[b]);
     }
 }
+
+include!(concat!(env!("OUT_DIR"), "/softmax_online.rs"));
 
 /// Hand-written rows at AVX-512 with the AOT back end's `exp`.
 mod hand {
@@ -210,6 +215,14 @@ fn compare(group: &mut BenchmarkGroup<'_, WallTime>, kind: Kind, rows: usize, n:
     group.bench_function(BenchmarkId::new("aot", &size), |b| {
         b.iter(|| run_aot(black_box(&problem), black_box(&mut y)))
     });
+    if kind == Kind::Softmax {
+        let (b, i) = (problem.rows, problem.n);
+        softmax_online::call(b, i, &problem.x, &mut y).expect("runs");
+        problem.check("aot_online", &y, &reference);
+        group.bench_function(BenchmarkId::new("aot_online", &size), |bench| {
+            bench.iter(|| softmax_online::call(b, i, black_box(&problem.x), black_box(&mut y)))
+        });
+    }
     if hand::available() {
         run_hand(&problem, &mut y);
         problem.check("hand_native", &y, &reference);
