@@ -18,9 +18,13 @@
 //!   assignment under it keeps the old value in lanes whose condition
 //!   fails (a select), so the lane loop has no branches.
 //! - After the steps the lanes merge pairwise (lane `l` with `l + W/2`,
-//!   then `l + W/4`, …) by the plan's merge ops evaluated as scalar code,
-//!   lane 0 becomes the scalar state, and a scalar tail runs the body on
-//!   the last `len mod W` elements.
+//!   then `l + W/4`, …: one loop per level) by the plan's merge ops
+//!   evaluated as scalar code, lane 0 becomes the scalar state, and a
+//!   scalar tail runs the body on the last `len mod W` elements.
+//! - A loop without states (a map, such as softmax's division) needs no
+//!   lanes: it runs element by element over whole-range slices of its
+//!   tensors, which LLVM vectorizes itself. (As a chunk loop, its small lane
+//!   loop would be unrolled and the chunk loop vectorized with gathers.)
 //!
 //! Loops the JIT would vectorize but this lowering cannot prove safe as
 //! chunks (a shifted outer subscript, a gather or reduction among the
@@ -33,7 +37,7 @@ use crate::body::{
     Body, LaneCx, affine_expr, float_lit, lane_var_ident, layout_idents, rust_type, tensor_ident,
     uniform_ident, var_ident,
 };
-use passfold_dsl::lir::{Op, sets_in, value_roots};
+use passfold_dsl::lir::{Op, value_roots};
 use passfold_dsl::vector::{VectorLoop, varying};
 use passfold_dsl::{Affine, ExtentId, Handle, Index, Node, ScalarType, TensorId};
 use proc_macro2::TokenStream;
@@ -92,7 +96,6 @@ impl Body<'_> {
             }
         }
         let w = self.lanes(v.elem);
-        let elem = rust_type(v.elem);
         let store_chunk = chunks
             .iter()
             .enumerate()
@@ -164,7 +167,6 @@ impl Body<'_> {
         let tail = self.ops(body)?;
         let i = crate::body::index_ident(index);
         let w64 = w as i64;
-        let _ = elem;
         Ok(Some(quote! {
             {
                 let start: i64 = #start;
@@ -389,8 +391,6 @@ impl Body<'_> {
             write.extend(quote!(#lv[l] = #s;));
             finish.extend(quote!(#s = #lv[0];));
         }
-        let mut merge_vars = Vec::new();
-        sets_in(&v.merge, &mut merge_vars);
         // One loop per level with a constant trip count, so LLVM can
         // vectorize the merges of each level.
         let mut levels = TokenStream::new();

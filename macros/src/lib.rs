@@ -28,8 +28,12 @@
 //! planning; every call validates lengths and runs machine code. A leading
 //! `#[extents(d = 128, ...)]` bakes those extents into the code: the call
 //! then takes only the others. `#[consts(k = 4, ...)]` gives the kernel's
-//! `const` parameters their values, folded into the plan at compile time. Structure: parse → check → plan (here) →
-//! generate (`expand`), so a second back end can replace the generation.
+//! `const` parameters their values, folded into the plan at compile time.
+//! `#[aot]` selects the ahead-of-time back end instead (`expand_aot`): the
+//! same struct and `call`, running the Rust `passfold_aot` generates from the
+//! plan (single-threaded, dispatched by CPU level; `level()` names it).
+//! Structure: parse → check → plan (here) → generate (`expand` or
+//! `expand_aot`), so a second back end replaces only the generation.
 
 use proc_macro::TokenStream;
 use proc_macro2::{Delimiter, Span, TokenStream as Tokens, TokenTree};
