@@ -216,3 +216,69 @@ fn huge_extents_are_refused() {
         }
     }
 }
+
+/// The kernels of `tests/regressions/` (random kernels that once exposed a
+/// planner or JIT bug: gathers hoisted out of empty loops, reductions that
+/// capture an index, infinite shifts) through the AOT back end, on their
+/// recorded case and on extra lengths around the chunk widths with special
+/// values. Those marked `known-bug` are planner divergences the AOT back end
+/// inherits (it runs the same plan), skipped as in `regressions_replay`; so
+/// is an extra case where the JIT's own differential check fails too (the
+/// plan itself differs from the formula there, e.g. `exp_shift_of_inf` at
+/// `b = 2, i = 17` with special values: NaN where the formula gives +inf).
+#[test]
+fn regressions_agree_with_the_interpreter() {
+    use passfold::kernelgen::Fill;
+    use passfold::kernelgen::check::random_args;
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for r in crate::random_kernels::regressions()
+        .into_iter()
+        .filter(|r| r.known_bug.is_none())
+    {
+        let name = format!("reg_{}", r.name.trim_end_matches(".pf"));
+        let k32 = check(&r.src);
+        let params: Vec<f64> = (0..k32.params.len())
+            .map(|p| [0.75, -1.5, 2.0][p % 3])
+            .collect();
+        let mut cases = vec![(r.extents, r.seed, r.fill, r.also_f64)];
+        for (n, seed) in [(0, 1), (1, 2), (17, 3), (33, 4)] {
+            cases.push(([2, n, 3], seed, Fill::Specials, true));
+            cases.push(([3, n, 2], seed, Fill::Uniform(30.0), false));
+        }
+        for (by_name, seed, fill, also_f64) in cases {
+            let extents: Vec<i64> = k32
+                .extents
+                .iter()
+                .map(|e| match e.name.as_str() {
+                    "b" => by_name[0],
+                    "i" => by_name[1],
+                    "j" => by_name[2],
+                    _ => 3,
+                })
+                .collect();
+            let args = random_args(&k32, &extents, fill, seed);
+            let mut run = |float, unfused| {
+                run_aot(&name, 3, &extents, &args, &params, float, unfused)
+            };
+            match check_engine(&r.src, &k32, &extents, &args, &params, also_f64, &mut run) {
+                Ok(o) => compared += o.compared,
+                Err(e) if passfold::kernelgen::check_kernel_text(&r.src, by_name, seed, fill, also_f64).is_err() => {
+                    eprintln!("{}: the plan differs from the formula here (the JIT fails too): {e}", r.name);
+                }
+                Err(e) => failures.push(format!(
+                    "{} (extents {extents:?}, seed {seed}, {fill:?}): {e}",
+                    r.name
+                )),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(compared > 1_000, "only {compared} values compared");
+}
+
