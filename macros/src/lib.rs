@@ -28,8 +28,12 @@
 //! planning; every call validates lengths and runs machine code. A leading
 //! `#[extents(d = 128, ...)]` bakes those extents into the code: the call
 //! then takes only the others. `#[consts(k = 4, ...)]` gives the kernel's
-//! `const` parameters their values, folded into the plan at compile time. Structure: parse → check → plan (here) →
-//! generate (`expand`), so a second back end can replace the generation.
+//! `const` parameters their values, folded into the plan at compile time.
+//! `#[aot]` selects the ahead-of-time back end instead (`expand_aot`): the
+//! same struct and `call`, running the Rust `passfold_aot` generates from the
+//! plan (single-threaded, dispatched by CPU level; `level()` names it).
+//! Structure: parse → check → plan (here) → generate (`expand` or
+//! `expand_aot`), so a second back end replaces only the generation.
 
 use proc_macro::TokenStream;
 use proc_macro2::{Delimiter, Span, TokenStream as Tokens, TokenTree};
@@ -39,7 +43,7 @@ use quote::{format_ident, quote};
 #[proc_macro]
 pub fn kernel(input: TokenStream) -> TokenStream {
     let input = Tokens::from(input);
-    let (fixed, consts, input) = match attributes(input) {
+    let (fixed, consts, aot, input) = match attributes(input) {
         Ok(x) => x,
         Err(e) => return e.to_compile_error().into(),
     };
@@ -74,6 +78,17 @@ pub fn kernel(input: TokenStream) -> TokenStream {
                 }
             }
             let fixed: Vec<(String, i64)> = fixed.into_iter().map(|(n, v, _)| (n, v)).collect();
+            if aot {
+                // The plan is planned again outside the forced fallback:
+                // the AOT tokens must be the compiler's own.
+                let plan = passfold_dsl::plan(&kernel, Default::default());
+                return match expand_aot(&text, &kernel, &plan, &fixed) {
+                    Ok(tokens) => tokens.into(),
+                    Err(e) => syn::Error::new(Span::call_site(), e.to_string())
+                        .to_compile_error()
+                        .into(),
+                };
+            }
             expand(&text, &kernel, &plan.0, &plan.1, &fixed).into()
         }
         Err(diags) => {
@@ -89,12 +104,14 @@ pub fn kernel(input: TokenStream) -> TokenStream {
 
 type Fixed = Vec<(String, i64, Span)>;
 
-/// Leading `#[extents(d = 128, ...)]` (extents baked into the code) and
+/// Leading `#[extents(d = 128, ...)]` (extents baked into the code),
 /// `#[consts(k = 4, ...)]` (values of the kernel's `const` parameters,
-/// folded into the plan) attributes; the rest of the tokens is the kernel.
-fn attributes(input: Tokens) -> syn::Result<(Fixed, Fixed, Tokens)> {
+/// folded into the plan) and `#[aot]` (the ahead-of-time back end)
+/// attributes; the rest of the tokens is the kernel.
+fn attributes(input: Tokens) -> syn::Result<(Fixed, Fixed, bool, Tokens)> {
     let mut extents = Vec::new();
     let mut consts = Vec::new();
+    let mut aot = false;
     let mut rest = input;
     loop {
         let mut iter = rest.clone().into_iter().peekable();
@@ -119,16 +136,17 @@ fn attributes(input: Tokens) -> syn::Result<(Fixed, Fixed, Tokens)> {
             syn::Meta::List(list) if list.path.is_ident("consts") => {
                 consts.extend(pairs(&list)?);
             }
+            syn::Meta::Path(path) if path.is_ident("aot") => aot = true,
             other => {
                 return Err(syn::Error::new_spanned(
                     other,
-                    "expected `#[extents(name = length, ...)]` or `#[consts(name = value, ...)]`",
+                    "expected `#[extents(name = length, ...)]`, `#[consts(name = value, ...)]` or `#[aot]`",
                 ));
             }
         }
         rest = iter.collect();
     }
-    Ok((extents, consts, rest))
+    Ok((extents, consts, aot, rest))
 }
 
 /// `name = integer, ...` of an attribute.
@@ -379,6 +397,135 @@ fn expand(
             }
         }
     }
+}
+
+/// The typed item for a checked kernel, compiled ahead of time: the same
+/// unit struct and `call` as [`expand`], running the Rust that
+/// `passfold_aot` generates from the plan (a private module next to the
+/// struct) instead of JIT code; `level()` reports the instruction level
+/// the dispatch chose.
+fn expand_aot(
+    text: &str,
+    kernel: &passfold_dsl::Kernel,
+    plan: &passfold_dsl::Plan,
+    fixed: &[(String, i64)],
+) -> Result<Tokens, passfold_aot::AotError> {
+    use passfold_dsl::TensorKind;
+    let opts = passfold_aot::Options {
+        source: Some(text.to_string()),
+        test_entry: false,
+    };
+    let items = passfold_aot::emit_items(plan, &opts)?;
+    let name = format_ident!("{}", kernel.name);
+    let module = format_ident!("__passfold_aot_{}", kernel.name);
+    let fixed_len = |name: &str| fixed.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let extents: Vec<_> = kernel
+        .extents
+        .iter()
+        .filter(|e| fixed_len(&e.name).is_none())
+        .map(|e| format_ident!("{}", e.name))
+        .collect();
+    let extent_values: Vec<Tokens> = kernel
+        .extents
+        .iter()
+        .map(|e| match fixed_len(&e.name) {
+            Some(v) => {
+                let v = v.max(0) as usize;
+                quote!(#v)
+            }
+            None => {
+                let id = format_ident!("{}", e.name);
+                quote!(#id)
+            }
+        })
+        .collect();
+    let mut arg_decls = Vec::new();
+    let mut arg_names = Vec::new();
+    for id in kernel.arguments() {
+        let t = kernel.tensor(id);
+        let ident = format_ident!("{}", t.name);
+        let ty = rust_type(t.ty);
+        arg_decls.push(if t.kind == TensorKind::Input {
+            quote!(#ident: &[#ty])
+        } else {
+            quote!(#ident: &mut [#ty])
+        });
+        arg_names.push(ident);
+    }
+    let mut param_decls = Vec::new();
+    let mut param_names = Vec::new();
+    for p in &kernel.params {
+        let ident = format_ident!("{}", p.name);
+        let ty = rust_type(p.ty);
+        param_decls.push(quote!(#ident: #ty));
+        param_names.push(ident);
+    }
+    let plan_text = plan.to_string();
+    let doc_plan = format!("The plan computed when the crate compiled:\n\n```text\n{plan_text}```");
+    let doc_call = format!(
+        "Runs the kernel compiled ahead of time (single-threaded, at the best instruction level of the CPU): extents first{}, then tensors (row-major), then parameters. Every length is checked before any code runs.",
+        if fixed.is_empty() {
+            ""
+        } else {
+            " (except those fixed by `#[extents]`)"
+        }
+    );
+    Ok(quote! {
+        #[doc = "A passfold kernel checked, planned and compiled ahead of time (`kernel!` with `#[aot]`)."]
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct #name;
+
+        #[doc(hidden)]
+        #[allow(non_snake_case, non_upper_case_globals, unused, unused_mut, unused_assignments, unused_parens, unused_braces, clippy::all)]
+        mod #module {
+            #items
+        }
+
+        impl #name {
+            /// The kernel's text.
+            pub const SOURCE: &'static str = #text;
+            #[doc = #doc_plan]
+            pub const PLAN: &'static str = #plan_text;
+
+            /// The instruction level the calls run at on this CPU:
+            /// `"avx512"`, `"avx2+fma"`, `"neon"` or `"baseline"`.
+            pub fn level() -> &'static str {
+                #module::level()
+            }
+
+            #[doc = #doc_call]
+            #[allow(clippy::too_many_arguments)]
+            pub fn call(
+                #(#extents: usize,)*
+                #(#arg_decls,)*
+                #(#param_decls,)*
+            ) -> ::std::result::Result<(), ::passfold::Error> {
+                #module::call(#(#extent_values,)* #(#arg_names,)* #(#param_names,)*).map_err(|e| {
+                    use #module::Error as E;
+                    ::passfold::Error::Call(match e {
+                        E::TooLarge { name } => ::passfold::CallError::TooLarge { name: name.to_string() },
+                        E::Length { tensor, shape, expected, found } => ::passfold::CallError::Length {
+                            arg: tensor.to_string(),
+                            shape,
+                            expected,
+                            found,
+                        },
+                        E::GatherOutOfRange { tensor, line, col } => ::passfold::CallError::GatherOutOfRange {
+                            tensor: tensor.to_string(),
+                            span: ::std::default::Default::default(),
+                            line_col: if line > 0 { Some((line, col)) } else { None },
+                        },
+                        E::Alloc { tensor, bytes } => ::passfold::CallError::Alloc {
+                            tensor: tensor.to_string(),
+                            bytes,
+                        },
+                        E::Arity => ::passfold::CallError::Internal { status: -1 },
+                    })
+                })
+            }
+        }
+    })
 }
 
 #[cfg(test)]

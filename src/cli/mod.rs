@@ -86,6 +86,13 @@ pub enum Command {
         #[arg(long)]
         asm: bool,
     },
+    /// Print the kernel as a self-contained Rust module (the ahead-of-time
+    /// back end: the plan's loops at LLVM's full vector width, dispatched
+    /// by CPU level at run time), ready to vendor into a crate.
+    EmitRust {
+        #[command(flatten)]
+        kernel: KernelArgs,
+    },
     /// Run a kernel on `.npy` inputs and write `.npy` outputs.
     Run {
         #[command(flatten)]
@@ -184,6 +191,7 @@ pub fn execute(command: Command) -> Result<bool> {
             target,
             asm,
         } => commands::clif(&kernel, &target, asm),
+        Command::EmitRust { kernel } => commands::emit_rust(&kernel),
         Command::Run {
             kernel,
             inputs,

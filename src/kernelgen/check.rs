@@ -278,6 +278,93 @@ pub fn check_args(
     Ok(outcome)
 }
 
+/// Results of another engine for one plan variant: `Ok(None)` when the
+/// engine has no code for the variant, `Err` when it refused the call.
+pub type EngineResult = Result<Option<Vec<Vec<f64>>>, String>;
+
+/// The oracle comparison of [`check_args`] for another engine (the
+/// ahead-of-time back end): `run(float, unfused)` gives the engine's
+/// results for the fused and unfused plans in `f32` (and the fused plan in
+/// `f64` with `also_f64`), each compared with the f64 interpreter within
+/// the tolerance the JIT's vector code meets. An input the interpreter
+/// refuses (a gather out of range) must be refused by every variant.
+pub fn check_engine(
+    src: &str,
+    k32: &Kernel,
+    extents: &[i64],
+    args: &[Vec<f64>],
+    params: &[f64],
+    also_f64: bool,
+    run: &mut dyn FnMut(Option<ScalarType>, bool) -> EngineResult,
+) -> Result<Outcome, String> {
+    let sees_neg_inf = src.contains("-inf")
+        || src.contains("topk")
+        || extents.contains(&0)
+        || args
+            .iter()
+            .flatten()
+            .any(|v| *v == f64::NEG_INFINITY || v.is_nan());
+    let want = interpret(k32, extents, args.to_vec(), params, Precision::F64);
+    let naive = interpret(k32, extents, args.to_vec(), params, Precision::Declared);
+    let variants: &[(Option<ScalarType>, bool)] = if also_f64 {
+        &[(None, false), (None, true), (Some(ScalarType::F64), false)]
+    } else {
+        &[(None, false), (None, true)]
+    };
+    let (want, naive) = match (want, naive) {
+        (Ok(w), Ok(n)) => (w, n),
+        (Err(w), Err(_)) => {
+            let mut outcome = Outcome::default();
+            for &(float, unfused) in variants {
+                if let Ok(Some(_)) = run(float, unfused) {
+                    return Err(format!(
+                        "the interpreter refuses the input ({w}) but the engine runs it"
+                    ));
+                }
+                outcome.jit_runs += 1;
+            }
+            return Ok(outcome);
+        }
+        (w, n) => return Err(format!("f64 interpreter {w:?}, declared {n:?}")),
+    };
+    let budget = ulp_budget(k32, extents);
+    let mut outcome = Outcome::default();
+    for &(float, unfused) in variants {
+        let kernel = passfold_dsl::check(
+            src,
+            &LowerOptions {
+                float,
+                ..Default::default()
+            },
+        )
+        .map_err(|d| d.to_string())?;
+        let label = format!(
+            "{} plan, {}",
+            if unfused { "unfused" } else { "fused" },
+            if float.is_some() { "f64" } else { "f32" }
+        );
+        let Some(got) = run(float, unfused).map_err(|e| format!("{label}: the call fails: {e}"))?
+        else {
+            continue;
+        };
+        outcome.jit_runs += 1;
+        let cx = Compare {
+            kernel: &kernel,
+            want: &want,
+            naive: &naive,
+            budget: &budget,
+            eps: if float.is_some() {
+                f64::EPSILON / 2.0
+            } else {
+                f32::EPSILON as f64 / 2.0
+            },
+            allow_limit: !unfused && sees_neg_inf,
+        };
+        outcome += cx.tolerant(&got, &label)?;
+    }
+    Ok(outcome)
+}
+
 /// Every engine refuses an input the interpreter refused.
 fn refused_everywhere(
     kernel: &Kernel,

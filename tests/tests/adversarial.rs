@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 
 /// An input pattern for the rows of the first float input.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Pattern {
+pub(crate) enum Pattern {
     Uniform,
     AllNegInf,
     OnePosInf,
@@ -34,7 +34,7 @@ enum Pattern {
     NearMax,
 }
 
-const PATTERNS: [Pattern; 8] = [
+pub(crate) const PATTERNS: [Pattern; 8] = [
     Pattern::Uniform,
     Pattern::AllNegInf,
     Pattern::OnePosInf,
@@ -45,12 +45,12 @@ const PATTERNS: [Pattern; 8] = [
     Pattern::NearMax,
 ];
 
-fn check(src: &str) -> Kernel {
+pub(crate) fn check(src: &str) -> Kernel {
     passfold_dsl::check(src, &LowerOptions::default()).expect("catalogue kernels check")
 }
 
 /// Extents: every reduced index `n`, every other index 2 (3 for rows `b`).
-fn sizes(kernel: &Kernel, n: i64) -> Vec<i64> {
+pub(crate) fn sizes(kernel: &Kernel, n: i64) -> Vec<i64> {
     let reduced = passfold_dsl::rules::reduced_mask(kernel);
     kernel
         .extents
@@ -65,7 +65,12 @@ fn sizes(kernel: &Kernel, n: i64) -> Vec<i64> {
 }
 
 /// Arguments with `pattern` written into the first float input's rows.
-fn args_for(kernel: &Kernel, extents: &[i64], pattern: Pattern, seed: u64) -> Vec<Vec<f64>> {
+pub(crate) fn args_for(
+    kernel: &Kernel,
+    extents: &[i64],
+    pattern: Pattern,
+    seed: u64,
+) -> Vec<Vec<f64>> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut first_float = true;
     kernel

@@ -226,3 +226,99 @@ fn macro_kernel_with_a_const_parameter() {
         assert_eq!(kept, 3, "{y:?}");
     }
 }
+
+mod aot {
+    //! `kernel!` with `#[aot]`: the same typed item, running Rust compiled
+    //! ahead of time.
+
+    passfold::kernel! {
+        #[aot]
+        kernel softmax(x: f32[b, i]) -> (y: f32[b, i]) {
+            m[b] = max[i](x[b, i]);
+            s[b] = sum[i](exp(x[b, i] - m[b]));
+            y[b, i] = exp(x[b, i] - m[b]) / s[b];
+        }
+    }
+
+    passfold::kernel! {
+        #[aot]
+        kernel cross_entropy(logits: f32[b, i], label: i32[b]) -> (loss: f32[b]) {
+            m[b] = max[i](logits[b, i]);
+            lse[b] = m[b] + log(sum[i](exp(logits[b, i] - m[b])));
+            loss[b] = lse[b] - logits[b, label[b]];
+        }
+    }
+
+    passfold::kernel! {
+        #[aot]
+        #[extents(i = 40)]
+        kernel rms_norm(x: f32[b, i], g: f32[i], eps: f32) -> (y: f32[b, i]) {
+            r[b] = rsqrt(mean[i](x[b, i] * x[b, i]) + eps);
+            y[b, i] = x[b, i] * r[b] * g[i];
+        }
+    }
+
+    #[test]
+    fn aot_softmax_matches_the_jit_item() {
+        let (b, i) = (3usize, 37usize);
+        let x: Vec<f32> = (0..b * i)
+            .map(|k| ((k * 7919) % 101) as f32 * 0.3 - 15.0)
+            .collect();
+        let mut got = vec![0.0f32; b * i];
+        softmax::call(b, i, &x, &mut got).unwrap();
+        let mut want = vec![0.0f32; b * i];
+        super::softmax::call(b, i, &x, &mut want).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 4.0 * f32::EPSILON * w.abs(), "{g} vs {w}");
+        }
+        for row in got.chunks(i) {
+            let s: f32 = row.iter().sum();
+            assert!((s - 1.0).abs() < 1e-5, "row sums to {s}");
+        }
+        assert_eq!(softmax::PLAN, super::softmax::PLAN);
+        assert!(["avx512", "avx2+fma", "neon", "baseline"].contains(&softmax::level()));
+    }
+
+    #[test]
+    fn aot_calls_validate_before_running() {
+        let x = vec![0.0f32; 6];
+        let mut y = vec![0.0f32; 5];
+        let err = softmax::call(2, 3, &x, &mut y).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "argument `y` has 5 element(s), its shape [2, 3] needs 6"
+        );
+        let err = softmax::call(usize::MAX, 2, &x, &mut y).unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+        // A label outside the row: the gather's error, with its place.
+        let mut loss = vec![0.0f32; 2];
+        let err = cross_entropy::call(2, 3, &x, &[0, 3], &mut loss).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("a gathered index is out of range in the read of `logits` at "),
+            "{err}"
+        );
+        cross_entropy::call(2, 3, &x, &[0, 2], &mut loss).unwrap();
+        assert!((loss[0] - 3f32.ln()).abs() < 1e-6, "{loss:?}");
+    }
+
+    #[test]
+    fn aot_fixed_extents_and_params() {
+        let (b, i) = (2usize, 40usize);
+        let x: Vec<f32> = (0..b * i).map(|k| k as f32 * 0.1 - 3.0).collect();
+        let g: Vec<f32> = (0..i).map(|k| 1.0 + k as f32 * 0.01).collect();
+        let mut y = vec![0.0f32; b * i];
+        rms_norm::call(b, &x, &g, &mut y, 1e-5).unwrap();
+        for r in 0..b {
+            let row = &x[r * i..(r + 1) * i];
+            let ms: f32 = row.iter().map(|v| v * v).sum::<f32>() / i as f32;
+            let inv = 1.0 / (ms + 1e-5).sqrt();
+            for k in 0..i {
+                let want = row[k] * inv * g[k];
+                assert!((y[r * i + k] - want).abs() <= 1e-5 * want.abs().max(1.0));
+            }
+        }
+        // The fixed extent is checked through the lengths.
+        assert!(rms_norm::call(b, &x[..10], &g, &mut y, 1e-5).is_err());
+    }
+}

@@ -2,6 +2,7 @@
 //! Integration Tests"), one module per boundary.
 
 mod adversarial;
+mod aot;
 mod cli;
 mod clif;
 mod common;

@@ -144,18 +144,18 @@ fn random_kernels_agree_with_the_interpreter() {
 }
 
 /// A regression file: its kernel text and the case header.
-struct Regression {
-    name: String,
-    src: String,
-    extents: [i64; 3],
-    seed: u64,
-    fill: Fill,
-    also_f64: bool,
+pub(crate) struct Regression {
+    pub(crate) name: String,
+    pub(crate) src: String,
+    pub(crate) extents: [i64; 3],
+    pub(crate) seed: u64,
+    pub(crate) fill: Fill,
+    pub(crate) also_f64: bool,
     /// `// known-bug: ...`: a real bug, reported and not fixed yet.
-    known_bug: Option<String>,
+    pub(crate) known_bug: Option<String>,
 }
 
-fn regressions() -> Vec<Regression> {
+pub(crate) fn regressions() -> Vec<Regression> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())

@@ -1,0 +1,271 @@
+//! The ahead-of-time back end against the JIT and hand-written Rust.
+//!
+//! Softmax and logsumexp (`kernels/*.pf`) at a row in L1 (1 × 1024), rows
+//! in L2 (64 × 4096), one row out of cache (1 × 16,777,216) and many rows
+//! (256 × 32,000), each run by:
+//! - `aot`: `kernel!` with `#[aot]` (the dispatch picks the CPU's level);
+//! - `aot_online` (softmax): the AOT back end on the planner's other form,
+//!   a running max and `exp` recomputed in the output sweep (two sweeps,
+//!   12 bytes per element; `benches/build.rs`);
+//! - `jit`: the same plan through Cranelift (`passfold::compile`);
+//! - `hand_native`: the same algorithm written by hand (16-lane max, then
+//!   `exp(x - m)` stored and summed in 16 lanes, then a division), with
+//!   the same polynomial `exp`, compiled for AVX-512 (`#[target_feature]`,
+//!   what `-C target-cpu=native` gives on this machine);
+//! - `plain_rust`: the naive loop with `f32::exp` for the default target.
+//!
+//! Every result is checked against an `f64` evaluation before timing.
+//! `cargo bench -p passfold-benches --bench aot`.
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{criterion_group, criterion_main};
+use passfold_benches::{Inputs, Kind, Problem, plain};
+use std::hint::black_box;
+use std::time::Duration;
+
+passfold::kernel! {
+    #[aot]
+    kernel softmax(x: f32[b, i]) -> (y: f32[b, i]) {
+        m[b] = max[i](x[b, i]);
+        s[b] = sum[i](exp(x[b, i] - m[b]));
+        y[b, i] = exp(x[b, i] - m[b]) / s[b];
+    }
+}
+
+passfold::kernel! {
+    #[aot]
+    kernel logsumexp(x: f32[b, i]) -> (y: f32[b]) {
+        m[b] = max[i](x[b, i]);
+        s[b] = sum[i](exp(x[b, i] - m[b]));
+        y[b] = m[b] + log(s[b]);
+    }
+}
+
+include!(concat!(env!("OUT_DIR"), "/softmax_online.rs"));
+
+/// Hand-written rows at AVX-512 with the AOT back end's `exp`.
+mod hand {
+    use passfold_aot::rt::f32 as m32;
+
+    const W: usize = 16;
+
+    #[inline(always)]
+    fn row_max(x: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; W];
+        let mut chunks = x.chunks_exact(W);
+        for c in &mut chunks {
+            for l in 0..W {
+                acc[l] = m32::max(acc[l], c[l]);
+            }
+        }
+        let mut m = f32::NEG_INFINITY;
+        for &a in &acc {
+            m = m32::max(m, a);
+        }
+        for &v in chunks.remainder() {
+            m = m32::max(m, v);
+        }
+        m
+    }
+
+    #[inline(always)]
+    fn softmax_row(x: &[f32], y: &mut [f32]) {
+        let m = row_max(x);
+        let mut acc = [0.0f32; W];
+        let n = x.len() - x.len() % W;
+        for (xc, yc) in x[..n].chunks_exact(W).zip(y[..n].chunks_exact_mut(W)) {
+            for l in 0..W {
+                let e = m32::exp_nonpositive::<true>(xc[l] - m);
+                yc[l] = e;
+                acc[l] += e;
+            }
+        }
+        let mut s: f32 = acc.iter().sum();
+        for (xv, yv) in x[n..].iter().zip(&mut y[n..]) {
+            let e = m32::exp_nonpositive::<true>(*xv - m);
+            *yv = e;
+            s += e;
+        }
+        for v in y.iter_mut() {
+            *v /= s;
+        }
+    }
+
+    #[inline(always)]
+    fn logsumexp_row(x: &[f32]) -> f32 {
+        let m = row_max(x);
+        let mut acc = [0.0f32; W];
+        let mut chunks = x.chunks_exact(W);
+        for c in &mut chunks {
+            for l in 0..W {
+                acc[l] += m32::exp_nonpositive::<true>(c[l] - m);
+            }
+        }
+        let mut s: f32 = acc.iter().sum();
+        for &v in chunks.remainder() {
+            s += m32::exp_nonpositive::<true>(v - m);
+        }
+        m + m32::log::<true>(s)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    fn softmax_avx512(n: usize, x: &[f32], y: &mut [f32]) {
+        for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+            softmax_row(xr, yr);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+    fn logsumexp_avx512(n: usize, x: &[f32], y: &mut [f32]) {
+        for (xr, yv) in x.chunks_exact(n).zip(y.iter_mut()) {
+            *yv = logsumexp_row(xr);
+        }
+    }
+
+    /// Whether this CPU runs the AVX-512 code.
+    pub fn available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            ["avx512f", "avx512vl", "avx512bw", "avx512dq", "avx2", "fma"]
+                .iter()
+                .all(|f| match *f {
+                    "avx512f" => std::is_x86_feature_detected!("avx512f"),
+                    "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
+                    "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+                    "avx512dq" => std::is_x86_feature_detected!("avx512dq"),
+                    "avx2" => std::is_x86_feature_detected!("avx2"),
+                    _ => std::is_x86_feature_detected!("fma"),
+                })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Softmax of rows of `n` (only when [`available`]).
+    pub fn softmax(n: usize, x: &[f32], y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: the CPU has every feature the function is compiled for.
+            unsafe { softmax_avx512(n, x, y) }
+        }
+    }
+
+    /// Logsumexp of rows of `n` (only when [`available`]).
+    pub fn logsumexp(n: usize, x: &[f32], y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: as in `softmax`.
+            unsafe { logsumexp_avx512(n, x, y) }
+        }
+    }
+}
+
+fn run_aot(problem: &Problem, y: &mut [f32]) {
+    let (b, i) = (problem.rows, problem.n);
+    let res = match problem.kind {
+        Kind::Softmax => softmax::call(b, i, &problem.x, y),
+        _ => logsumexp::call(b, i, &problem.x, y),
+    };
+    if let Err(e) = res {
+        panic!("aot {}: {e}", problem.kind.name());
+    }
+}
+
+fn run_hand(problem: &Problem, y: &mut [f32]) {
+    match problem.kind {
+        Kind::Softmax => hand::softmax(problem.n, &problem.x, y),
+        _ => hand::logsumexp(problem.n, &problem.x, y),
+    }
+}
+
+fn run_plain(problem: &Problem, y: &mut [f32]) {
+    match problem.kind {
+        Kind::Softmax => problem
+            .x
+            .chunks_exact(problem.n)
+            .zip(y.chunks_exact_mut(problem.n))
+            .for_each(|(x, y)| plain::softmax(x, y)),
+        _ => problem
+            .x
+            .chunks_exact(problem.n)
+            .zip(y.iter_mut())
+            .for_each(|(x, y)| *y = plain::logsumexp(x)),
+    }
+}
+
+fn compare(group: &mut BenchmarkGroup<'_, WallTime>, kind: Kind, rows: usize, n: usize) {
+    let problem = Problem::new(kind, rows, n, Inputs::Wide, 0x5EED);
+    let size = format!("{rows}x{n}");
+    let mut reference = problem.output();
+    problem.run_reference(&mut reference);
+    let mut y = problem.output();
+    group.throughput(Throughput::Elements(problem.elements()));
+    let jit = kind.compile(false);
+    problem.run_passfold(&jit, &mut y);
+    problem.check("jit", &y, &reference);
+    group.bench_function(BenchmarkId::new("jit", &size), |b| {
+        b.iter(|| problem.run_passfold(&jit, black_box(&mut y)))
+    });
+    run_aot(&problem, &mut y);
+    problem.check("aot", &y, &reference);
+    eprintln!("{}/{size}: aot level {}", kind.name(), softmax::level());
+    group.bench_function(BenchmarkId::new("aot", &size), |b| {
+        b.iter(|| run_aot(black_box(&problem), black_box(&mut y)))
+    });
+    if kind == Kind::Softmax {
+        let (b, i) = (problem.rows, problem.n);
+        softmax_online::call(b, i, &problem.x, &mut y).expect("runs");
+        problem.check("aot_online", &y, &reference);
+        group.bench_function(BenchmarkId::new("aot_online", &size), |bench| {
+            bench.iter(|| softmax_online::call(b, i, black_box(&problem.x), black_box(&mut y)))
+        });
+    }
+    if hand::available() {
+        run_hand(&problem, &mut y);
+        problem.check("hand_native", &y, &reference);
+        group.bench_function(BenchmarkId::new("hand_native", &size), |b| {
+            b.iter(|| run_hand(black_box(&problem), black_box(&mut y)))
+        });
+    }
+    run_plain(&problem, &mut y);
+    group.bench_function(BenchmarkId::new("plain_rust", &size), |b| {
+        b.iter(|| run_plain(black_box(&problem), black_box(&mut y)))
+    });
+}
+
+fn aot(c: &mut Criterion) {
+    for kind in [Kind::Softmax, Kind::Logsumexp] {
+        let mut group = c.benchmark_group(format!("aot_{}", kind.name()));
+        for (rows, n) in [(1, 1024), (64, 4096)] {
+            compare(&mut group, kind, rows, n);
+        }
+        group.finish();
+        let mut group = c.benchmark_group(format!("aot_{}_large", kind.name()));
+        group
+            .sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(3));
+        for (rows, n) in [(1, 1 << 24), (256, 32000)] {
+            compare(&mut group, kind, rows, n);
+        }
+        group.finish();
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = aot
+}
+criterion_main!(benches);
