@@ -576,6 +576,7 @@ pub fn choose(
         if matches!(op, ReduceOp::Max | ReduceOp::Min)
             && let Some((g, c, negate)) = match_shift(rw, arg, a_mask)
             && free_of_deps(rw, g)
+            && !has_gather(rw, c)
         {
             rw.rules.push(format!(
                 "shift: `{who}` = {}(g ± {m_name}) = {}(g) ± {m_name}",
@@ -587,6 +588,8 @@ pub fn choose(
         if matches!(op, ReduceOp::Sum | ReduceOp::Mean)
             && let Some((a, g, c)) = match_linear(rw, arg, a_mask)
             && free_of_deps(rw, g)
+            && !has_gather(rw, a)
+            && !has_gather(rw, c)
         {
             rw.rules.push(format!(
                 "linearity: `{who}` = Σ(a·g + c) = a·Σg + c·N, with a, c per row (from `{m_name}`)"
@@ -1249,7 +1252,51 @@ pub fn emit_accumulator(
             let next = combine(rw, op, cur, g);
             update.extend(s.over(vec![s.write(next)]));
             let acc = s.read(rw, ty);
-            let shifted = rw.bin(if negate { BinOp::Sub } else { BinOp::Add }, acc, c);
+            let mut shifted = rw.bin(if negate { BinOp::Sub } else { BinOp::Add }, acc, c);
+            let mut init = init;
+            if ty.is_float() {
+                // An infinite shift: min(g - inf) is NaN, not -inf, when
+                // some g is +inf (inf - inf), which min(g) cannot see; the
+                // opposite extreme of g, tracked alongside, can. (max alike.)
+                let opp_op = if op == ReduceOp::Min {
+                    ReduceOp::Max
+                } else {
+                    ReduceOp::Min
+                };
+                let o = slot(rw, state, stmt, &format!("{name}.opp"), ty);
+                init.extend(o.over(vec![o.write(rw.float(identity(opp_op), ty))]));
+                state.record(
+                    format!(
+                        "`{name}`: {} of the unshifted term (for an infinite shift)",
+                        reduce_word(opp_op)
+                    ),
+                    &[&o],
+                    if opp_op == ReduceOp::Min {
+                        Law::Min
+                    } else {
+                        Law::Max
+                    },
+                    ty,
+                );
+                let cur = o.read(rw, ty);
+                let next = combine(rw, opp_op, cur, g);
+                update.extend(o.over(vec![o.write(next)]));
+                let inf = f64::INFINITY;
+                // The shift that cancels an infinite g of the opposite extreme.
+                let bad_c = match (op, negate) {
+                    (ReduceOp::Min, true) | (ReduceOp::Max, false) => inf,
+                    _ => -inf,
+                };
+                let bad_g = if op == ReduceOp::Min { inf } else { -inf };
+                let bad_c = rw.float(bad_c, ty);
+                let bad_g = rw.float(bad_g, ty);
+                let opp = o.read(rw, ty);
+                let c_bad = rw.eq(c, bad_c);
+                let g_bad = rw.eq(opp, bad_g);
+                let both = rw.bin(BinOp::And, c_bad, g_bad);
+                let nan = rw.float(f64::NAN, ty);
+                shifted = rw.select(both, nan, shifted);
+            }
             let result = guard_empty(rw, &axes, identity(op), shifted);
             AccOps {
                 init,
@@ -1271,17 +1318,58 @@ pub fn emit_accumulator(
             let cur = s.read(rw, ty);
             let next = rw.bin(BinOp::Add, cur, g);
             update.extend(s.over(vec![s.write(next)]));
+            let mut init = init;
+            // An infinite factor: Σ a·g is NaN when some g is 0 or NaN or
+            // the g have both signs (inf - inf), which Σg cannot see; the
+            // extremes of g, tracked alongside, can.
+            let extremes = ty.is_float().then(|| {
+                let mut out = Vec::new();
+                for (ext, law) in [(ReduceOp::Min, Law::Min), (ReduceOp::Max, Law::Max)] {
+                    let word = reduce_word(ext);
+                    let e = slot(rw, state, stmt, &format!("{name}.{word}"), ty);
+                    init.extend(e.over(vec![e.write(rw.float(identity(ext), ty))]));
+                    state.record(
+                        format!("`{name}`: {word} of the varying term (for an infinite factor)"),
+                        &[&e],
+                        law,
+                        ty,
+                    );
+                    let cur = e.read(rw, ty);
+                    let next = combine(rw, ext, cur, g);
+                    update.extend(e.over(vec![e.write(next)]));
+                    out.push(e);
+                }
+                out
+            });
             let acc = s.read(rw, ty);
             let n = rw.count(&axes, ty);
-            let result = if op == ReduceOp::Mean {
+            let mut value = if op == ReduceOp::Mean {
                 let mean = rw.bin(BinOp::Div, acc, n);
                 let scaled = rw.bin(BinOp::Mul, a, mean);
                 rw.bin(BinOp::Add, scaled, c)
             } else {
                 let scaled = rw.bin(BinOp::Mul, a, acc);
                 let offset = rw.bin(BinOp::Mul, c, n);
-                let sum = rw.bin(BinOp::Add, scaled, offset);
-                guard_empty(rw, &axes, 0.0, sum)
+                rw.bin(BinOp::Add, scaled, offset)
+            };
+            if let Some(ext) = extremes {
+                let (lo, hi) = (ext[0].read(rw, ty), ext[1].read(rw, ty));
+                let zero = rw.float(0.0, ty);
+                let inf = rw.float(f64::INFINITY, ty);
+                let pos = rw.add(Node::Cmp(CmpOp::Gt, lo, zero), ScalarType::Bool);
+                let neg = rw.add(Node::Cmp(CmpOp::Lt, hi, zero), ScalarType::Bool);
+                let one_sign = rw.bin(BinOp::Or, pos, neg);
+                let mixed = rw.un(UnOp::Not, one_sign);
+                let abs_a = rw.un(UnOp::Abs, a);
+                let a_inf = rw.eq(abs_a, inf);
+                let bad = rw.bin(BinOp::And, a_inf, mixed);
+                let nan = rw.float(f64::NAN, ty);
+                value = rw.select(bad, nan, value);
+            }
+            let result = if op == ReduceOp::Mean {
+                value
+            } else {
+                guard_empty(rw, &axes, 0.0, value)
             };
             AccOps {
                 init,
@@ -1664,6 +1752,15 @@ fn two_pass(
     let f2 = rw.bin(BinOp::Mul, f1, em);
     let is_zero = rw.eq(mant, zero);
     let result = rw.select(is_zero, zero, f2);
+    // An infinite mantissa over a finite shift is the sum itself (every
+    // factor above is positive and finite in exact arithmetic); computed,
+    // the finish's factors leave their range for |m| beyond 2^16·ln 2 and
+    // could turn inf into inf·0 = NaN.
+    let mant_finite = finite(rw, mant);
+    let mant_infinite = rw.un(UnOp::Not, mant_finite);
+    let shift_finite = finite(rw, shift);
+    let keep = rw.bin(BinOp::And, mant_infinite, shift_finite);
+    let result = rw.select(keep, mant, result);
     AccOps {
         init,
         update,
