@@ -71,6 +71,21 @@ fn block_ops(rw: &mut Rewriter, program: &mut Program, ops: &mut [Op]) -> usize 
     n
 }
 
+/// The inner loops' range: `[i, min(i + BLOCK, len(i)))` at the block's
+/// first index `i`.
+fn block_range(
+    rw: &mut Rewriter,
+    e: ExtentId,
+) -> (crate::arena::Handle<Node>, crate::arena::Handle<Node>) {
+    let i32t = ScalarType::I32;
+    let start = rw.add(Node::IndexValue(e), i32t);
+    let size = rw.add(Node::ConstInt(BLOCK as i64), i32t);
+    let past = rw.add(Node::Binary(BinOp::Add, start, size), i32t);
+    let len = rw.add(Node::ExtentLen(e), i32t);
+    let end = rw.add(Node::Binary(BinOp::Min, past, len), i32t);
+    (start, end)
+}
+
 /// The blocked body of one sweep, if it has the running-max shape.
 fn blocked(
     rw: &mut Rewriter,
@@ -160,13 +175,7 @@ fn blocked(
     let neg_inf = rw.float(f64::NEG_INFINITY, ty);
     let acc_read = rw.var(acc, ty);
     let new_value = rw.bin(BinOp::Max, acc_read, blk_read);
-    // Inner ranges: [i, min(i + BLOCK, len(i))).
-    let i32t = ScalarType::I32;
-    let start = rw.add(Node::IndexValue(e), i32t);
-    let size = rw.add(Node::ConstInt(BLOCK as i64), i32t);
-    let past = rw.add(Node::Binary(BinOp::Add, start, size), i32t);
-    let len = rw.add(Node::ExtentLen(e), i32t);
-    let end = rw.add(Node::Binary(BinOp::Min, past, len), i32t);
+    let (start, end) = block_range(rw, e);
     let mut first: Vec<Op> = temps
         .iter()
         .map(|op| match op {
@@ -470,11 +479,7 @@ fn blocked_welford(
     });
     // The block's count and mean.
     let i32t = ScalarType::I32;
-    let start = rw.add(Node::IndexValue(e), i32t);
-    let size = rw.add(Node::ConstInt(BLOCK as i64), i32t);
-    let past = rw.add(Node::Binary(BinOp::Add, start, size), i32t);
-    let len = rw.add(Node::ExtentLen(e), i32t);
-    let end = rw.add(Node::Binary(BinOp::Min, past, len), i32t);
+    let (start, end) = block_range(rw, e);
     let count = rw.add(Node::Binary(BinOp::Sub, end, start), i32t);
     let count = rw.add(Node::Cast(ty, count), ty);
     let name = program.vars[mean.0 as usize].name.clone();
