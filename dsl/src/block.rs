@@ -542,18 +542,9 @@ fn blocked_welford(
             value: next,
         });
     }
-    ops.push(Op::Set {
-        var: bn,
-        value: count,
-    });
-    ops.push(Op::Set {
-        var: bmean,
-        value: bmean_value,
-    });
-    ops.push(Op::Set {
-        var: bm2,
-        value: zero,
-    });
+    for (var, value) in [(bn, count), (bmean, bmean_value), (bm2, zero)] {
+        ops.push(Op::Set { var, value });
+    }
     ops.push(Op::Loop {
         index: e,
         sweep: true,

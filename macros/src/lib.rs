@@ -253,12 +253,7 @@ fn expand(
     let name = format_ident!("{}", kernel.name);
     let fixed_len = |name: &str| fixed.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
     // Dynamic extents are arguments; fixed ones are constants.
-    let extents: Vec<_> = kernel
-        .extents
-        .iter()
-        .filter(|e| fixed_len(&e.name).is_none())
-        .map(|e| format_ident!("{}", e.name))
-        .collect();
+    let extents = extent_args(kernel, fixed);
     let extent_values: Vec<Tokens> = kernel
         .extents
         .iter()
@@ -419,12 +414,7 @@ fn expand_aot(
     let name = format_ident!("{}", kernel.name);
     let module = format_ident!("__passfold_aot_{}", kernel.name);
     let fixed_len = |name: &str| fixed.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
-    let extents: Vec<_> = kernel
-        .extents
-        .iter()
-        .filter(|e| fixed_len(&e.name).is_none())
-        .map(|e| format_ident!("{}", e.name))
-        .collect();
+    let extents = extent_args(kernel, fixed);
     let extent_values: Vec<Tokens> = kernel
         .extents
         .iter()
@@ -573,4 +563,15 @@ mod tests {
             )
         );
     }
+}
+
+/// The extents a generated `call` takes as arguments: those not fixed by
+/// `#[extents(..)]`, in declaration order.
+fn extent_args(kernel: &passfold_dsl::Kernel, fixed: &[(String, i64)]) -> Vec<proc_macro2::Ident> {
+    kernel
+        .extents
+        .iter()
+        .filter(|e| !fixed.iter().any(|(n, _)| n == &e.name))
+        .map(|e| format_ident!("{}", e.name))
+        .collect()
 }
