@@ -47,8 +47,13 @@ pub fn cache_key(plan: &Plan) -> String {
 pub fn specialized_key(plan: &Plan, fixed: &[(&str, i64)]) -> String {
     let mut fixed: Vec<String> = fixed.iter().map(|(n, v)| format!("{n}={v}")).collect();
     fixed.sort();
+    // The variant is compiled with the plan and picked per call: a plan
+    // with one is another kernel than the same plan without.
+    let variant = plan.variant.as_ref().map_or(String::new(), |v| {
+        format!("\nvariant:\n{}\n{}", v.plan.kernel, v.plan.program_text())
+    });
     format!(
-        "{CRANELIFT}\n{}\nscalar={} fixed=[{}]\n{}\n{}",
+        "{CRANELIFT}\n{}\nscalar={} fixed=[{}]\n{}\n{}{variant}",
         host_fingerprint(),
         plan.scalar,
         fixed.join(","),

@@ -90,6 +90,16 @@ fn the_cost_model_switches_to_fft_on_long_sequences() {
     let at = |n: i64| [n, 16, n, 16, 16];
     assert!(!auto.prefers_variant(&at(16)));
     assert!(auto.prefers_variant(&at(16384)));
+    // The cache tells the plan with its FFT variant from the same plan without.
+    let direct = plan(&kernel, Toeplitz::Never);
+    assert_ne!(
+        passfold_runtime::cache_key(&auto),
+        passfold_runtime::cache_key(&direct)
+    );
+    let a = passfold_runtime::cache()
+        .get_or_compile(&auto)
+        .expect("compiles");
+    assert!(a.runs_variant(&at(16384)) && !a.runs_variant(&at(16)));
     let json = auto.to_json();
     assert!(
         json["variant"]["plan"]["program"]
