@@ -71,6 +71,37 @@ fn block_ops(rw: &mut Rewriter, program: &mut Program, ops: &mut [Op]) -> usize 
     n
 }
 
+/// `temps` (assignments) with every variable they set renamed to a fresh
+/// `NAME.suffix`, and the renaming: each inner loop of a block gets
+/// temporaries of its own, so they stay private to it (and vectorize).
+fn fresh_temps(
+    rw: &mut Rewriter,
+    program: &mut Program,
+    temps: &[Op],
+    suffix: &str,
+) -> (Vec<Op>, HashMap<VarId, VarId>) {
+    let mut renamed = HashMap::new();
+    let mut temp_vars = Vec::new();
+    sets(temps, &mut temp_vars);
+    for v in temp_vars {
+        let var = program.vars[v.0 as usize].clone();
+        let fresh = program.var(format!("{}.{suffix}", var.name), var.ty);
+        renamed.insert(v, fresh);
+    }
+    let no_tensors = HashMap::new();
+    let ops = temps
+        .iter()
+        .map(|op| match op {
+            Op::Set { var, value } => Op::Set {
+                var: renamed[var],
+                value: rw.rename(*value, &renamed, &no_tensors),
+            },
+            other => other.clone(),
+        })
+        .collect();
+    (ops, renamed)
+}
+
 /// The inner loops' range: `[i, min(i + BLOCK, len(i)))` at the block's
 /// first index `i`.
 fn block_range(
@@ -161,31 +192,13 @@ fn blocked(
     let blk_read = rw.var(blk, ty);
     // The first loop's temporaries get names of their own, so each loop's
     // temporaries are private to it (and both loops vectorize).
-    let mut renamed = HashMap::new();
-    let mut temp_vars = Vec::new();
-    sets(&temps, &mut temp_vars);
-    for v in temp_vars {
-        let var = program.vars[v.0 as usize].clone();
-        let fresh = program.var(format!("{}.blk", var.name), var.ty);
-        renamed.insert(v, fresh);
-    }
-    let no_tensors = HashMap::new();
-    let x_first = rw.rename(x, &renamed, &no_tensors);
+    let (mut first, renamed) = fresh_temps(rw, program, &temps, "blk");
+    let x_first = rw.rename(x, &renamed, &HashMap::new());
     let block_max = rw.bin(BinOp::Max, blk_read, x_first);
     let neg_inf = rw.float(f64::NEG_INFINITY, ty);
     let acc_read = rw.var(acc, ty);
     let new_value = rw.bin(BinOp::Max, acc_read, blk_read);
     let (start, end) = block_range(rw, e);
-    let mut first: Vec<Op> = temps
-        .iter()
-        .map(|op| match op {
-            Op::Set { var, value } => Op::Set {
-                var: renamed[var],
-                value: rw.rename(*value, &renamed, &no_tensors),
-            },
-            other => other.clone(),
-        })
-        .collect();
     first.push(Op::Set {
         var: blk,
         value: block_max,
@@ -489,26 +502,8 @@ fn blocked_welford(
     let bmean_value = rw.bin(BinOp::Div, bsum_read, count);
     // Loop 2: the squared deviations from the block's mean, with
     // temporaries of its own.
-    let mut renamed = HashMap::new();
-    let mut temp_vars = Vec::new();
-    sets(&temps, &mut temp_vars);
-    for v in temp_vars {
-        let var = program.vars[v.0 as usize].clone();
-        let fresh = program.var(format!("{}.dev", var.name), var.ty);
-        renamed.insert(v, fresh);
-    }
-    let no_tensors = HashMap::new();
-    let mut second: Vec<Op> = temps
-        .iter()
-        .map(|op| match op {
-            Op::Set { var, value } => Op::Set {
-                var: renamed[var],
-                value: rw.rename(*value, &renamed, &no_tensors),
-            },
-            other => other.clone(),
-        })
-        .collect();
-    let g2 = rw.rename(g, &renamed, &no_tensors);
+    let (mut second, renamed) = fresh_temps(rw, program, &temps, "dev");
+    let g2 = rw.rename(g, &renamed, &HashMap::new());
     let bmean_read = rw.var(bmean, ty);
     let bm2_read = rw.var(bm2, ty);
     let dev = rw.bin(BinOp::Sub, g2, bmean_read);
