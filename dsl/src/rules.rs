@@ -231,7 +231,12 @@ impl Rewriter {
 
     /// `a == b`.
     pub fn eq(&mut self, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
-        self.add(Node::Cmp(CmpOp::Eq, a, b), ScalarType::Bool)
+        self.cmp(CmpOp::Eq, a, b)
+    }
+
+    /// `op(a, b)`, a `bool`.
+    pub fn cmp(&mut self, op: CmpOp, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
+        self.add(Node::Cmp(op, a, b), ScalarType::Bool)
     }
 
     /// `select(c, a, b)`.
@@ -1228,7 +1233,7 @@ pub fn emit_accumulator(
             }
         }
         Accumulator::TwoPassSum { shift, p, q } => {
-            two_pass(rw, state, stmt, ty, shift, p, q, update)
+            two_pass(rw, state, stmt, ty, &axes, shift, p, q, update)
         }
         Accumulator::Shift { op, g, c, negate } => {
             let s = slot(rw, state, stmt, &format!("{name}.acc"), ty);
@@ -1657,12 +1662,29 @@ fn reduce_ln2(rw: &mut Rewriter, v: Handle<Node>, k: Handle<Node>, ty: ScalarTyp
     r
 }
 
+/// The exponent a finite `q` takes when `q·log2 e` overflows: an integer
+/// of the type whose differences with ordinary exponents stay finite.
+fn exponent_cap(ty: ScalarType) -> f64 {
+    if ty == ScalarType::F64 {
+        2f64.powi(1023)
+    } else {
+        2f64.powi(127)
+    }
+}
+
+/// A gap `q - m` beyond which `p·exp(q - m)` underflows to 0 (or
+/// overflows) for every finite `p` of the type: `ln max + ln(1/min subnormal) + ln max`.
+fn vanishing_gap(ty: ScalarType) -> f64 {
+    if ty == ScalarType::F64 { 2200.0 } else { 300.0 }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn two_pass(
     rw: &mut Rewriter,
     state: &mut SweepState,
     stmt: &Stmt,
     ty: ScalarType,
+    axes: &[ExtentId],
     shift: Handle<Node>,
     p: Handle<Node>,
     q: Handle<Node>,
@@ -1679,24 +1701,50 @@ fn two_pass(
     );
     let zero = rw.float(0.0, ty);
     let neg_inf = rw.float(f64::NEG_INFINITY, ty);
+    let pos_inf = rw.float(f64::INFINITY, ty);
     let mut init = s.over(vec![s.write(zero)]);
     init.push(Op::Set {
         var: e_var,
         value: neg_inf,
     });
     let q = state.hoist(rw, &mut update, q, &format!("{name}.q"));
+    // The extremes of q decide the sum where the pairs cannot: under an
+    // infinite or huge shift (exp(-inf - -inf) is NaN, exp(q - m) with
+    // both beyond the exponent's range is 0, 1 or inf by q - m).
+    let mut extremes = Vec::new();
+    for (op, law, word) in [(ReduceOp::Min, Law::Min, "qlo"), (ReduceOp::Max, Law::Max, "qhi")] {
+        let e = slot(rw, state, stmt, &format!("{name}.{word}"), ty);
+        init.extend(e.over(vec![e.write(rw.float(identity(op), ty))]));
+        state.record(
+            format!("`{name}`: {} of the exponent's argument (for an infinite or huge shift)", reduce_word(op)),
+            &[&e],
+            law,
+            ty,
+        );
+        let cur = e.read(rw, ty);
+        let next = combine(rw, op, cur, q);
+        update.extend(e.over(vec![e.write(next)]));
+        extremes.push(e);
+    }
     let log2e = rw.float(std::f64::consts::LOG2_E, ty);
     let scaled = rw.bin(BinOp::Mul, q, log2e);
     let k_raw = rw.un(UnOp::Round, scaled);
     let k_raw = state.hoist(rw, &mut update, k_raw, &format!("{name}.k.raw"));
     let e_cur = rw.var(e_var, ty);
     // An infinite q keeps k finite (so q - k·ln 2 is not inf - inf): +inf
-    // uses k = 0 (μ = inf), -inf keeps E (μ = 0); NaN flows through μ.
+    // uses k = 0 (μ = inf), -inf keeps E (μ = 0); NaN flows through μ. A
+    // finite q whose k overflows takes the exponent ±cap.
     let fin = finite(rw, k_raw);
+    let q_fin = finite(rw, q);
+    let cap = rw.float(exponent_cap(ty), ty);
+    let neg_cap = rw.float(-exponent_cap(ty), ty);
+    let q_pos = rw.cmp(CmpOp::Gt, q, zero);
+    let k_cap = rw.select(q_pos, cap, neg_cap);
     let neg_inf_c = rw.float(f64::NEG_INFINITY, ty);
     let neg_inf_k = rw.eq(k_raw, neg_inf_c);
     let zero_k = rw.float(0.0, ty);
     let other = rw.select(neg_inf_k, e_cur, zero_k);
+    let other = rw.select(q_fin, k_cap, other);
     let k = rw.select(fin, k_raw, other);
     let k = state.hoist(rw, &mut update, k, &format!("{name}.k"));
     let e_new = rw.bin(BinOp::Max, e_cur, k);
@@ -1709,7 +1757,15 @@ fn two_pass(
     let rescale = rw.select(same, one, pow);
     let rescale = state.hoist(rw, &mut update, rescale, &format!("{name}.rescale"));
     // μ·2^(k - E'), with μ = exp(q - k·ln 2) in [√½, √2]; 0 for q = -inf.
+    // Beyond |k| = 2^16 the reduction loses bits, and beyond the type's
+    // integers (or at the cap) r is no longer small: a finite q keeps
+    // |r| ≤ 1 so μ stays finite and nonzero (its error is then below what
+    // rounding q itself does to exp(q)).
     let r = reduce_ln2(rw, q, k, ty);
+    let r_lo = rw.float(-1.0, ty);
+    let r_clamped = rw.bin(BinOp::Max, r, r_lo);
+    let r_clamped = rw.bin(BinOp::Min, r_clamped, one);
+    let r = rw.select(q_fin, r_clamped, r);
     let mu = rw.un(UnOp::Exp, r);
     let dk = rw.bin(BinOp::Sub, k, e_new);
     let pk = rw.un(UnOp::Exp2, dk);
@@ -1737,12 +1793,14 @@ fn two_pass(
     let mant = s.read(rw, ty);
     let m_scaled = rw.bin(BinOp::Mul, shift, log2e);
     let km_raw = rw.un(UnOp::Round, m_scaled);
-    // A non-finite shift is applied as exp(-m) directly (0, inf or NaN).
-    let fin_m = finite(rw, km_raw);
+    // The pairs finish exactly while k_m is a small integer of the type;
+    // beyond (and for an infinite or NaN m) the extremes of q decide.
+    let km_abs = rw.un(UnOp::Abs, km_raw);
+    let km_limit = rw.float(if ty == ScalarType::F64 { 2f64.powi(53) } else { 2f64.powi(24) }, ty);
+    let fin_m = rw.cmp(CmpOp::Le, km_abs, km_limit);
     let zero_km = rw.float(0.0, ty);
     let km = rw.select(fin_m, km_raw, zero_km);
-    let rm_finite = reduce_ln2(rw, shift, km, ty);
-    let rm = rw.select(fin_m, rm_finite, shift);
+    let rm = reduce_ln2(rw, shift, km, ty);
     let neg_rm = rw.un(UnOp::Neg, rm);
     let em = rw.un(UnOp::Exp, neg_rm);
     let e_final = rw.var(e_var, ty);
@@ -1761,6 +1819,37 @@ fn two_pass(
     let shift_finite = finite(rw, shift);
     let keep = rw.bin(BinOp::And, mant_infinite, shift_finite);
     let result = rw.select(keep, mant, result);
+    // A shift beyond the exponent's range: exp(q - m) by the gap between
+    // the largest q and m (a q that far from the largest adds nothing).
+    let qlo = extremes[0].read(rw, ty);
+    let qhi = extremes[1].read(rw, ty);
+    let mant_zero = rw.bin(BinOp::Mul, mant, zero);
+    let mant_inf = rw.bin(BinOp::Mul, mant, pos_inf);
+    let gap = rw.bin(BinOp::Sub, qhi, shift);
+    let near = {
+        let eg = rw.un(UnOp::Exp, gap);
+        rw.bin(BinOp::Mul, mant, eg)
+    };
+    let t = vanishing_gap(ty);
+    let t_hi = rw.float(t, ty);
+    let t_lo = rw.float(-t, ty);
+    let above = rw.cmp(CmpOp::Gt, gap, t_hi);
+    let huge = rw.select(above, mant_inf, near);
+    let below = rw.cmp(CmpOp::Lt, gap, t_lo);
+    let huge = rw.select(below, mant_zero, huge);
+    // m = +inf: p·exp(q - inf) is 0, NaN for q = +inf or p = ±inf (both
+    // leave S infinite). m = -inf: ±inf, NaN where some q = -inf.
+    let nan = rw.float(f64::NAN, ty);
+    let q_neg_inf = rw.eq(qlo, neg_inf);
+    let by_neg_inf = rw.select(is_zero, zero, mant_inf);
+    let by_neg_inf = rw.select(q_neg_inf, nan, by_neg_inf);
+    let m_neg_inf = rw.eq(shift, neg_inf);
+    let m_pos_inf = rw.eq(shift, pos_inf);
+    let infinite = rw.select(m_neg_inf, by_neg_inf, nan);
+    let infinite = rw.select(m_pos_inf, mant_zero, infinite);
+    let out_of_range = rw.select(shift_finite, huge, infinite);
+    let result = rw.select(fin_m, result, out_of_range);
+    let result = guard_empty(rw, axes, 0.0, result);
     AccOps {
         init,
         update,

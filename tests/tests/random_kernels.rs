@@ -7,12 +7,10 @@
 //! sub-expressions, extents, inputs) to a minimal kernel, which is printed;
 //! keep it under `tests/tests/regressions/` (see [`regressions_replay`]).
 //!
-//! `PASSFOLD_CASES` sets the number of kernels (default 500, well under a
-//! second in a debug build; raise it to about 500 once the known bugs are
-//! fixed) and `PASSFOLD_SEED` the run's seed:
+//! `PASSFOLD_CASES` sets the number of kernels (default 500, a few
+//! seconds in a debug build) and `PASSFOLD_SEED` the run's seed:
 //! `PASSFOLD_CASES=10000 cargo test --release -p passfold-tests random_kernels`.
-//! Until the bugs under `regressions/` marked `known-bug` are fixed, a long
-//! run stops at the first of them (the default seed and count pass);
+//! A long run stops at its first mismatch (after shrinking it);
 //! `passfold selftest` keeps going and counts every mismatch.
 
 use passfold::kernelgen::{Case, Fill, Outcome, check_case, check_kernel_text, generate_case};
@@ -222,10 +220,11 @@ fn regressions_replay() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The regressions of bugs reported but not fixed yet: each still fails
-/// (remove its `// known-bug:` line once it is fixed, and this test tells).
+/// The regressions of bugs reported but not fixed yet, marked
+/// `// known-bug:` (none at present): this test fails until each is fixed,
+/// so a fix is noticed and its mark removed. Run on request.
 #[test]
-#[ignore = "known bugs found by the generator, reported and not fixed yet; see tests/tests/regressions/*.pf"]
+#[ignore = "replays the bugs marked known-bug in tests/tests/regressions/*.pf (none at present)"]
 fn known_bugs_are_fixed() {
     let mut failures = Vec::new();
     for r in regressions().iter().filter(|r| r.known_bug.is_some()) {
