@@ -44,6 +44,9 @@ pub(crate) struct Body<'a> {
     /// Lanes per vector loop step, by element type.
     pub lanes_f32: usize,
     pub lanes_f64: usize,
+    /// A scalar plan ([`passfold_dsl::PlanOptions::scalar`]): reductions
+    /// keep the interpreter's order instead of one accumulator per lane.
+    pub scalar: bool,
 }
 
 pub(crate) fn rust_type(ty: ScalarType) -> TokenStream {
@@ -768,11 +771,56 @@ impl<'a> Body<'a> {
         };
         let t = rust_type(ty);
         let body = wrap(quote!(let x: #t = #x; acc = #combine;));
-        let total = quote!({
-            let mut acc: #t = #init;
-            #body
-            acc
-        });
+        let total = if let ([e], false, false) = (axes, is_int, self.scalar) {
+            // One accumulator per lane over chunks of the index, merged
+            // pairwise, then the tail: independent chains LLVM can keep in
+            // flight (or vectorize) where one `acc + x` chain cannot be
+            // reordered without fast-math.
+            let w = self.lanes(ty);
+            let i = index_ident(*e);
+            let len = extent_ident(*e);
+            let lane_combine = match op {
+                ReduceOp::Max | ReduceOp::Min => {
+                    let f = self.math(ty, if op == ReduceOp::Max { "max" } else { "min" });
+                    quote!(#f(accs[l], accs[l + half]))
+                }
+                _ => quote!(accs[l] + accs[l + half]),
+            };
+            quote!({
+                let n: i64 = #len;
+                let full: i64 = n - n % (#w as i64);
+                let mut accs: [#t; #w] = [#init; #w];
+                let mut base: i64 = 0;
+                while base < full {
+                    for l in 0..#w {
+                        let #i: i64 = base + l as i64;
+                        let x: #t = #x;
+                        let acc = accs[l];
+                        accs[l] = #combine;
+                    }
+                    base += #w as i64;
+                }
+                let mut half = #w / 2;
+                while half > 0 {
+                    for l in 0..half {
+                        accs[l] = #lane_combine;
+                    }
+                    half /= 2;
+                }
+                let mut acc: #t = accs[0];
+                for #i in full..n {
+                    let x: #t = #x;
+                    acc = #combine;
+                }
+                acc
+            })
+        } else {
+            quote!({
+                let mut acc: #t = #init;
+                #body
+                acc
+            })
+        };
         if op != ReduceOp::Mean {
             return Ok(total);
         }

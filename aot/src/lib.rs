@@ -112,6 +112,7 @@ pub fn emit_items(plan: &Plan, opts: &Options) -> Result<TokenStream, AotError> 
         site_of,
         lanes_f32: LANES_F32,
         lanes_f64: LANES_F64,
+        scalar: plan.scalar,
     };
     let ops = b.ops(&plan.program.body)?;
     let n_ext = k.extents.len();

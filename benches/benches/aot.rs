@@ -20,7 +20,7 @@
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
 use criterion::{criterion_group, criterion_main};
-use passfold_benches::{Inputs, Kind, Problem, plain};
+use passfold_benches::{Inputs, Kind, Problem, hand, plain};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -44,124 +44,6 @@ passfold::kernel! {
 
 include!(concat!(env!("OUT_DIR"), "/softmax_online.rs"));
 
-/// Hand-written rows at AVX-512 with the AOT back end's `exp`.
-mod hand {
-    use passfold_aot::rt::f32 as m32;
-
-    const W: usize = 16;
-
-    #[inline(always)]
-    fn row_max(x: &[f32]) -> f32 {
-        let mut acc = [f32::NEG_INFINITY; W];
-        let mut chunks = x.chunks_exact(W);
-        for c in &mut chunks {
-            for l in 0..W {
-                acc[l] = m32::max(acc[l], c[l]);
-            }
-        }
-        let mut m = f32::NEG_INFINITY;
-        for &a in &acc {
-            m = m32::max(m, a);
-        }
-        for &v in chunks.remainder() {
-            m = m32::max(m, v);
-        }
-        m
-    }
-
-    #[inline(always)]
-    fn softmax_row(x: &[f32], y: &mut [f32]) {
-        let m = row_max(x);
-        let mut acc = [0.0f32; W];
-        let n = x.len() - x.len() % W;
-        for (xc, yc) in x[..n].chunks_exact(W).zip(y[..n].chunks_exact_mut(W)) {
-            for l in 0..W {
-                let e = m32::exp_nonpositive::<true>(xc[l] - m);
-                yc[l] = e;
-                acc[l] += e;
-            }
-        }
-        let mut s: f32 = acc.iter().sum();
-        for (xv, yv) in x[n..].iter().zip(&mut y[n..]) {
-            let e = m32::exp_nonpositive::<true>(*xv - m);
-            *yv = e;
-            s += e;
-        }
-        for v in y.iter_mut() {
-            *v /= s;
-        }
-    }
-
-    #[inline(always)]
-    fn logsumexp_row(x: &[f32]) -> f32 {
-        let m = row_max(x);
-        let mut acc = [0.0f32; W];
-        let mut chunks = x.chunks_exact(W);
-        for c in &mut chunks {
-            for l in 0..W {
-                acc[l] += m32::exp_nonpositive::<true>(c[l] - m);
-            }
-        }
-        let mut s: f32 = acc.iter().sum();
-        for &v in chunks.remainder() {
-            s += m32::exp_nonpositive::<true>(v - m);
-        }
-        m + m32::log::<true>(s)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-    fn softmax_avx512(n: usize, x: &[f32], y: &mut [f32]) {
-        for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-            softmax_row(xr, yr);
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-    fn logsumexp_avx512(n: usize, x: &[f32], y: &mut [f32]) {
-        for (xr, yv) in x.chunks_exact(n).zip(y.iter_mut()) {
-            *yv = logsumexp_row(xr);
-        }
-    }
-
-    /// Whether this CPU runs the AVX-512 code.
-    pub fn available() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            ["avx512f", "avx512vl", "avx512bw", "avx512dq", "avx2", "fma"]
-                .iter()
-                .all(|f| match *f {
-                    "avx512f" => std::is_x86_feature_detected!("avx512f"),
-                    "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
-                    "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
-                    "avx512dq" => std::is_x86_feature_detected!("avx512dq"),
-                    "avx2" => std::is_x86_feature_detected!("avx2"),
-                    _ => std::is_x86_feature_detected!("fma"),
-                })
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    }
-
-    /// Softmax of rows of `n` (only when [`available`]).
-    pub fn softmax(n: usize, x: &[f32], y: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            // SAFETY: the CPU has every feature the function is compiled for.
-            unsafe { softmax_avx512(n, x, y) }
-        }
-    }
-
-    /// Logsumexp of rows of `n` (only when [`available`]).
-    pub fn logsumexp(n: usize, x: &[f32], y: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            // SAFETY: as in `softmax`.
-            unsafe { logsumexp_avx512(n, x, y) }
-        }
-    }
-}
 
 fn run_aot(problem: &Problem, y: &mut [f32]) {
     let (b, i) = (problem.rows, problem.n);

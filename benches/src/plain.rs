@@ -63,3 +63,35 @@ pub fn rms_norm(x: &[f32], gamma: &[f32], eps: f32, y: &mut [f32]) {
         *y = v / rms * g;
     }
 }
+
+/// Cross-entropy of one row against its integer target: `logsumexp(x) - x[t]`.
+pub fn cross_entropy(x: &[f32], t: i32) -> f32 {
+    logsumexp(x) - x[t as usize]
+}
+
+/// Attention of one query as written by hand: the scores `scale·q·k_j`
+/// into a vector, their max, the sum of `exp(s - m)`, then the weighted sum
+/// of the value rows divided by it (`d = q.len()`, `e = o.len()`).
+pub fn attention_decode(q: &[f32], k: &[f32], v: &[f32], scale: f32, o: &mut [f32]) {
+    let d = q.len();
+    let scores: Vec<f32> = k
+        .chunks_exact(d)
+        .map(|kj| scale * q.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>())
+        .collect();
+    let mut m = f32::NEG_INFINITY;
+    for &s in &scores {
+        m = m.max(s);
+    }
+    let mut l = 0.0f32;
+    o.fill(0.0);
+    for (&s, vj) in scores.iter().zip(v.chunks_exact(o.len())) {
+        let p = (s - m).exp();
+        l += p;
+        for (a, &x) in o.iter_mut().zip(vj) {
+            *a += p * x;
+        }
+    }
+    for a in o.iter_mut() {
+        *a /= l;
+    }
+}

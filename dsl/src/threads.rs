@@ -17,10 +17,17 @@
 //! With `T = 1` it computes exactly what the plan computes.
 //!
 //! Only plans of this shape are split: loops over rows around a body of
-//! assignments, stores of per-row values, and innermost loops over one
-//! reduced index whose states are variables with a combine law; anything
-//! else (top-k states, vector-valued states, nested loops, gathers) keeps
-//! rows-only parallelism, and [`split_row`] says why.
+//! assignments, stores of per-row values, loops over other indices, and
+//! sweeps over one index whose states have a combine law. A vector-valued
+//! state (attention's `o.acc[e]`, the weighted sum of value rows) lives in a
+//! scratch tensor of which every thread gets its own copy
+//! ([`SplitRow::private`]); loops inside a sweep may write only such
+//! copies, and it merges through a slot row per thread like the others:
+//! this is the flash-decoding split of attention's keys, derived from the
+//! running-max law rather than written for attention. Loops over other
+//! indices that write anything else (per-row outputs) run on thread 0 after
+//! the merge. Anything else (top-k states, gathers, several swept indices)
+//! keeps rows-only parallelism, and [`split_row`] says why.
 
 use crate::arena::Handle;
 use crate::ir::*;
@@ -42,6 +49,9 @@ pub struct SplitRow {
     pub slots: ExtentId,
     /// The index split across threads.
     pub index: ExtentId,
+    /// Scratch tensors each thread needs a copy of: the vector-valued
+    /// partial states (attention's `o.acc[e]`), merged like the others.
+    pub private: Vec<TensorId>,
 }
 
 /// Splits `plan`'s rows across threads; see the module docs.
@@ -51,10 +61,7 @@ pub fn split_row(plan: &Plan) -> Result<SplitRow, String> {
     }) {
         return Err("a gathered load (its error exit would leave other threads waiting)".into());
     }
-    if plan.reduced.len() != 1 {
-        return Err("not exactly one reduced index".into());
-    }
-    let e = plan.reduced[0];
+    let e = swept_index(plan)?;
     let mut kernel = plan.kernel.clone();
     kernel.params.push(Param {
         name: "#thread".into(),
@@ -93,6 +100,23 @@ pub fn split_row(plan: &Plan) -> Result<SplitRow, String> {
         }
     }
     let mut body = std::mem::take(row_body(&mut program.body, path.len()));
+    // Vector-valued states live in scratch tensors; each thread keeps its own.
+    let mut private = Vec::new();
+    for op in &body {
+        if let Op::Loop { index, states, .. } = op
+            && *index == e
+        {
+            for st in states {
+                for slot in &st.slots {
+                    if let StateSlot::Array(t, _) = slot
+                        && !private.contains(t)
+                    {
+                        private.push(*t);
+                    }
+                }
+            }
+        }
+    }
     // Chunk bounds: t·q + min(t, r) with q = len / T, r = len - q·T.
     let i32t = ScalarType::I32;
     let len = rw.add(Node::ExtentLen(e), i32t);
@@ -153,10 +177,10 @@ pub fn split_row(plan: &Plan) -> Result<SplitRow, String> {
                     let mut to_chunk = std::collections::HashMap::new();
                     to_chunk.insert(len, hi);
                     chunk_blocks(&mut rw, &mut inner, e, &to_chunk)?;
-                } else if inner.iter().any(has_loop) {
-                    return Err("a loop inside a sweep".into());
+                } else if !inner_loops_private(&inner, e, &private) {
+                    return Err("a loop inside a sweep that writes shared memory".into());
                 }
-                if !stores_at(&inner, e) {
+                if !stores_at(&inner, e, &private) {
                     return Err("a store inside a sweep that is not at the swept index".into());
                 }
                 out.push(Op::Loop {
@@ -169,6 +193,17 @@ pub fn split_row(plan: &Plan) -> Result<SplitRow, String> {
                 });
                 if !states.is_empty() {
                     out.extend(merge_states(&mut rw, &mut program, &states, slots, mine)?);
+                }
+            }
+            Op::Loop { index, ref body, .. } if index != e && !mentions(body, e) => {
+                if writes_only(std::slice::from_ref(&op), &private) {
+                    // Initializes this thread's own copy of a state.
+                    flush(&mut out, &mut pending_stores);
+                    out.push(op);
+                } else {
+                    // Per-row results (attention's `o[h, i, e]`): every thread
+                    // holds the same merged states, thread 0 stores.
+                    pending_stores.push(op);
                 }
             }
             Op::Loop { .. } => return Err("a loop over another index in the row".into()),
@@ -190,6 +225,75 @@ pub fn split_row(plan: &Plan) -> Result<SplitRow, String> {
         threads,
         slots,
         index: e,
+        private,
+    })
+}
+
+/// The index the row's sweeps run over: the one index of its loops marked
+/// as sweeps (an index reduced only inside a value, such as attention's
+/// `sum[c]`, is not split).
+fn swept_index(plan: &Plan) -> Result<ExtentId, String> {
+    fn find(ops: &[Op], found: &mut Vec<ExtentId>) {
+        for op in ops {
+            match op {
+                Op::Loop {
+                    index, sweep, body, ..
+                } => {
+                    if *sweep {
+                        if !found.contains(index) {
+                            found.push(*index);
+                        }
+                    } else {
+                        find(body, found);
+                    }
+                }
+                Op::If { then, .. } => find(then, found),
+                _ => {}
+            }
+        }
+    }
+    let mut found = Vec::new();
+    find(&plan.program.body, &mut found);
+    // A sweep over an index no reduction crosses is a map: rows cover it.
+    found.retain(|e| plan.reduced.contains(e));
+    match found.as_slice() {
+        [e] => Ok(*e),
+        [] if plan.reduced.len() == 1 => Ok(plan.reduced[0]),
+        _ => Err("not exactly one swept index".into()),
+    }
+}
+
+/// Whether `ops` store only to `private` tensors (and hold no barrier or
+/// Toeplitz product).
+fn writes_only(ops: &[Op], private: &[TensorId]) -> bool {
+    ops.iter().all(|op| match op {
+        Op::Store { tensor, .. } => private.contains(tensor),
+        Op::If { then, .. } => writes_only(then, private),
+        Op::Loop { body, .. } => writes_only(body, private),
+        Op::Set { .. } => true,
+        Op::Barrier | Op::Toeplitz { .. } => false,
+    })
+}
+
+/// Whether every loop inside a sweep over `e` is over another index and
+/// writes only private state.
+fn inner_loops_private(ops: &[Op], e: ExtentId, private: &[TensorId]) -> bool {
+    ops.iter().all(|op| match op {
+        Op::Loop { index, body, .. } => *index != e && writes_only(body, private),
+        Op::If { then, .. } => inner_loops_private(then, e, private),
+        _ => true,
+    })
+}
+
+/// Whether `ops` read or write anything at index `e` (loads, stores and
+/// index values in their values are checked by the caller's kernel; this
+/// looks at loop and store indices).
+fn mentions(ops: &[Op], e: ExtentId) -> bool {
+    ops.iter().any(|op| match op {
+        Op::Store { index, .. } => index.contains(&e),
+        Op::If { then, .. } => mentions(then, e),
+        Op::Loop { index, body, .. } => *index == e || mentions(body, e),
+        _ => false,
     })
 }
 
@@ -203,11 +307,11 @@ fn row_body(ops: &mut Vec<Op>, depth: usize) -> &mut Vec<Op> {
     }
 }
 
-fn stores_at(ops: &[Op], e: ExtentId) -> bool {
+fn stores_at(ops: &[Op], e: ExtentId, private: &[TensorId]) -> bool {
     ops.iter().all(|op| match op {
-        Op::Store { index, .. } => index.contains(&e),
-        Op::If { then, .. } => stores_at(then, e),
-        Op::Loop { body, .. } => stores_at(body, e),
+        Op::Store { index, tensor, .. } => index.contains(&e) || private.contains(tensor),
+        Op::If { then, .. } => stores_at(then, e, private),
+        Op::Loop { body, .. } => stores_at(body, e, private),
         _ => true,
     })
 }
@@ -292,8 +396,39 @@ fn merge_states(
         }
         let mut tw = Vec::new();
         for (k, slot) in st.slots.iter().enumerate() {
-            let StateSlot::Var(v) = slot else {
-                return Err("a vector-valued state".into());
+            let identity = match (st.law, k) {
+                (Law::Max, _) | (Law::TwoPass, 1) => f64::NEG_INFINITY,
+                (Law::Min, _) => f64::INFINITY,
+                _ => 0.0,
+            };
+            let v = match slot {
+                StateSlot::Var(v) => v,
+                StateSlot::Array(t, idx) => {
+                    // `part[#t, idx..]`: this thread's copy published at its slot.
+                    let src = rw.kernel.tensor(*t).clone();
+                    let mut dims = vec![Dim(Affine::var(slots))];
+                    dims.extend(src.dims.iter().cloned());
+                    rw.kernel.tensors.push(Tensor {
+                        name: format!("{}.part", src.name),
+                        kind: TensorKind::Temp,
+                        ty: st.ty,
+                        dims,
+                        pad: None,
+                    });
+                    let part = TensorId(rw.kernel.tensors.len() as u32 - 1);
+                    let mut part_idx = vec![slots];
+                    part_idx.extend(idx.iter().copied());
+                    let value = slot.read(rw, st.ty);
+                    publish.extend(slot.over(vec![Op::Store {
+                        tensor: part,
+                        index: part_idx.clone(),
+                        value,
+                    }]));
+                    let c = rw.float(identity, st.ty);
+                    reset.extend(slot.over(vec![slot.write(c)]));
+                    tw.push(StateSlot::Array(part, part_idx));
+                    continue;
+                }
             };
             let name = format!("{}.part", program.vars[v.0 as usize].name);
             rw.kernel.tensors.push(Tensor {
@@ -322,11 +457,6 @@ fn merge_states(
                 var: twin,
                 value: load,
             });
-            let identity = match (st.law, k) {
-                (Law::Max, _) | (Law::TwoPass, 1) => f64::NEG_INFINITY,
-                (Law::Min, _) => f64::INFINITY,
-                _ => 0.0,
-            };
             let c = rw.float(identity, st.ty);
             reset.push(Op::Set { var: *v, value: c });
             tw.push(StateSlot::Var(twin));

@@ -290,17 +290,17 @@ pub(crate) fn prepare<'a>(
         check_arg(kernel, t, arg)?;
     }
     let extents = bind_extents(kernel, &args, &ids, explicit)?;
-    let mut layouts = Vec::with_capacity(kernel.tensors.len());
+    let mut lens = Vec::with_capacity(kernel.tensors.len());
     for t in &kernel.tensors {
-        layouts.push(
-            Layout::compute(t, &extents).ok_or_else(|| CallError::TooLarge {
-                name: t.name.clone(),
-            })?,
-        );
+        lens.push(tensor_len(t, &extents).ok_or_else(|| CallError::TooLarge {
+            name: t.name.clone(),
+        })?);
     }
     for (arg, &t) in args.iter().zip(&ids) {
         let tensor = &kernel.tensors[t];
-        for (d, (&(_, len), &given)) in layouts[t].dims.iter().zip(&arg.shape).enumerate() {
+        for (d, (dim, &given)) in tensor.dims.iter().zip(&arg.shape).enumerate() {
+            // Every dimension's layout exists: `tensor_len` computed them.
+            let len = dim.layout(&extents).map_or(-1, |(_, n)| n);
             if i64::try_from(given).ok() != Some(len) {
                 return Err(CallError::DimMismatch {
                     arg: tensor.name.clone(),
@@ -329,7 +329,7 @@ pub(crate) fn prepare<'a>(
             kept.push(arg.data);
         }
     }
-    let temps = alloc_temps(kernel, &layouts, &mut tensors)?;
+    let temps = alloc_temps(kernel, &lens, &mut tensors)?;
     Ok(Frame {
         tensors,
         extents,
@@ -361,7 +361,8 @@ impl<'a> Frame<'a> {
                 *p = std::ptr::null_mut();
             }
         }
-        let temps = alloc_temps(kernel, &layouts, &mut tensors)?;
+        let lens: Vec<i64> = layouts.iter().map(|l| l.len).collect();
+        let temps = alloc_temps(kernel, &lens, &mut tensors)?;
         Ok(Frame {
             tensors,
             extents: self.extents.clone(),
@@ -385,6 +386,7 @@ impl<'a> Frame<'a> {
         split: &Kernel,
         threads: usize,
         counter: *const std::sync::atomic::AtomicI64,
+        private: &[passfold_dsl::TensorId],
     ) -> Result<Vec<Frame<'a>>, CallError> {
         let mut extents = self.extents.clone();
         extents.resize(split.extents.len(), threads as i64);
@@ -401,18 +403,31 @@ impl<'a> Frame<'a> {
         // The plan's temporaries are this frame's, shared by the threads
         // (each writes its own chunk, their layouts do not depend on the
         // thread count); only the partial-state slots are new.
-        let temps = alloc_temps(split, &layouts, &mut tensors)?;
+        let lens: Vec<i64> = layouts.iter().map(|l| l.len).collect();
+        let temps = alloc_temps(split, &lens, &mut tensors)?;
         let mut frames = Vec::with_capacity(threads);
         let mut temps = Some(temps);
         for t in 0..threads {
             let mut params = self.params.clone();
             params.extend([t as f64, threads as f64]);
+            // Thread 0 keeps the frame's copy of each private state; the
+            // others get their own.
+            let mut tensors = tensors.clone();
+            let mut own = temps.take().unwrap_or_default();
+            if t > 0 {
+                for &p in private {
+                    let p = p.0 as usize;
+                    tensors[p] = std::ptr::null_mut();
+                }
+                let mut mine = alloc_temps(split, &lens, &mut tensors)?;
+                own.append(&mut mine);
+            }
             frames.push(Frame {
-                tensors: tensors.clone(),
+                tensors,
                 extents: extents.clone(),
                 params,
                 rows: [0, i64::MAX, counter as i64, threads as i64],
-                _temps: temps.take().unwrap_or_default(),
+                _temps: own,
                 _widened: Vec::new(),
                 kept: Vec::new(),
                 _borrow: PhantomData,
@@ -485,9 +500,22 @@ fn give_back(buf: Vec<u64>) {
 
 /// Allocates scratch for every temporary that `tensors` does not point at
 /// yet, and points `tensors` at it.
+/// The element count of `tensor` at `extents` (as [`Layout::compute`]'s
+/// `len`, without building the layout); `None` on overflow.
+fn tensor_len(tensor: &passfold_dsl::Tensor, extents: &[i64]) -> Option<i64> {
+    let mut len: i64 = 1;
+    for d in &tensor.dims {
+        let (_, n) = d.layout(extents)?;
+        len = len.checked_mul(n)?;
+    }
+    // Sizes must fit the machine: the element count times 8 bytes in an isize.
+    len.checked_mul(8).filter(|b| *b <= isize::MAX as i64)?;
+    Some(len)
+}
+
 fn alloc_temps(
     kernel: &Kernel,
-    layouts: &[Layout],
+    lens: &[i64],
     tensors: &mut [*mut u8],
 ) -> Result<Vec<Vec<u64>>, CallError> {
     let mut temps = Vec::new();
@@ -498,7 +526,7 @@ fn alloc_temps(
         let too_large = || CallError::TooLarge {
             name: tensor.name.clone(),
         };
-        let bytes = usize::try_from(layouts[t].len)
+        let bytes = usize::try_from(lens[t])
             .ok()
             .and_then(|n| n.checked_mul(tensor.ty.size_bytes()))
             .ok_or_else(too_large)?;
@@ -562,10 +590,10 @@ fn bind_extents(
     ids: &[usize],
     explicit: &[Option<i64>],
 ) -> Result<Vec<i64>, CallError> {
-    let mut bound: Vec<Option<(i64, String)>> = explicit
-        .iter()
-        .map(|v| v.map(|v| (v, "extent".to_string())))
-        .collect();
+    // Each bound value and the tensor that bound it (`None`: an explicit
+    // binding); names are cloned only for an error.
+    let mut bound: Vec<Option<(i64, Option<usize>)>> =
+        explicit.iter().map(|v| v.map(|v| (v, None))).collect();
     bound.resize(kernel.extents.len(), None);
     for (arg, &t) in args.iter().zip(ids) {
         let tensor = &kernel.tensors[t];
@@ -575,14 +603,17 @@ fn bind_extents(
             let given = i64::try_from(given).map_err(|_| CallError::TooLarge {
                 name: tensor.name.clone(),
             })?;
-            match &bound[e] {
-                None => bound[e] = Some((given, tensor.name.clone())),
-                Some((value, _)) if *value == given => {}
+            match bound[e] {
+                None => bound[e] = Some((given, Some(t))),
+                Some((value, _)) if value == given => {}
                 Some((value, from)) => {
                     return Err(CallError::ExtentConflict {
                         extent: kernel.extents[e].name.clone(),
-                        value: *value,
-                        from: from.clone(),
+                        value,
+                        from: from.map_or_else(
+                            || "extent".to_string(),
+                            |f| kernel.tensors[f].name.clone(),
+                        ),
                         arg: tensor.name.clone(),
                         dim: d,
                         found: given,

@@ -127,7 +127,7 @@ pub struct CompiledKernel {
     /// The plan, for the split-row code compiled on first use.
     plan: Plan,
     /// The split-row code (`passfold_dsl::threads`), or why there is none.
-    split: std::sync::OnceLock<Result<(call::JitCode, Kernel), String>>,
+    split: std::sync::OnceLock<Result<(call::JitCode, Kernel, Vec<passfold_dsl::TensorId>), String>>,
     row_extent: Option<passfold_dsl::ExtentId>,
     kernel: Kernel,
     code: call::JitCode,
@@ -259,10 +259,10 @@ impl CompiledKernel {
         };
         if threads > 1
             && rows < threads as i64
-            && let Ok((code, split)) = self.split_code()
+            && let Ok((code, split, private)) = self.split_code()
         {
             let counter = std::sync::atomic::AtomicI64::new(0);
-            let mut frames = frame.split(split, threads, &counter)?;
+            let mut frames = frame.split(split, threads, &counter, private)?;
             if let Some(status) = code.invoke_split(&mut frames) {
                 return self.status(status);
             }
@@ -284,15 +284,15 @@ impl CompiledKernel {
 
     /// The split-row code, compiled on first use; `Err` says why the plan
     /// does not split.
-    fn split_code(&self) -> Result<(&call::JitCode, &Kernel), String> {
+    fn split_code(&self) -> Result<(&call::JitCode, &Kernel, &[passfold_dsl::TensorId]), String> {
         let split = self.split.get_or_init(|| {
             let s = passfold_dsl::threads::split_row(&self.plan)?;
             let (code, _) =
                 jit::build_specialized(&s.plan, &self.fixed).map_err(|e| e.to_string())?;
-            Ok((code, s.plan.kernel))
+            Ok((code, s.plan.kernel, s.private))
         });
         match split {
-            Ok((code, kernel)) => Ok((code, kernel)),
+            Ok((code, kernel, private)) => Ok((code, kernel, private)),
             Err(e) => Err(e.clone()),
         }
     }

@@ -142,6 +142,10 @@ fn one_row_splits_across_threads() {
                 let two = jit.call_f64(&extents, &args, &params, 2).unwrap();
                 let again = jit.call_f64(&extents, &args, &params, 2).unwrap();
                 for (((id, a), b), c) in kernel.arguments().zip(&one).zip(&two).zip(&again) {
+                    let scale = a
+                        .iter()
+                        .filter(|v| v.is_finite())
+                        .fold(1e-30f64, |m, v| m.max(v.abs()));
                     for (k, ((x, y), z)) in a.iter().zip(b).zip(c).enumerate() {
                         let what = format!(
                             "{entry} n={n} special={special} `{}`[{k}]",
@@ -156,10 +160,6 @@ fn one_row_splits_across_threads() {
                             assert_eq!(x, y, "{what}");
                             continue;
                         }
-                        let scale = a
-                            .iter()
-                            .filter(|v| v.is_finite())
-                            .fold(1e-30f64, |m, v| m.max(v.abs()));
                         assert!(
                             (x - y).abs() <= 1e-5 * x.abs().max(scale),
                             "{what}: one thread {x}, two threads {y}"
@@ -173,7 +173,14 @@ fn one_row_splits_across_threads() {
         "split across threads: {split:?}\nnot split:\n{}",
         not_split.join("\n")
     );
-    for name in ["softmax", "logsumexp", "layer_norm", "rms_norm"] {
+    for name in [
+        "softmax",
+        "logsumexp",
+        "layer_norm",
+        "rms_norm",
+        "attention",
+        "attention_bias",
+    ] {
         assert!(
             split.iter().any(|s| s == name),
             "{name} does not split:\n{}",
