@@ -171,12 +171,12 @@ impl Emitter<'_, '_> {
         hoist.sort_by_key(|h| h.index());
         for h in hoist {
             let v = self.broadcast(l, h)?;
-            // Pinned, or Cranelift sinks its computation into the loop.
-            let v = if crate::emit::costly(self.k, h) {
-                self.pin(v)
-            } else {
-                v
-            };
+            // Pinned (a stack slot, loaded where it is used), or Cranelift
+            // sinks the broadcast into the loop and keeps its scalar live
+            // across it, spilled and reloaded with the vector every step
+            // when registers run short (exp loops): pinning every broadcast
+            // measured 1–8% faster on softmax, logsumexp and layer_norm.
+            let v = self.pin(v);
             l.invariant.insert(h.index(), v);
         }
         Ok(())
