@@ -27,6 +27,7 @@ pub mod lower;
 pub mod math;
 pub mod parse;
 pub mod plan;
+pub mod recip;
 pub mod reorder;
 pub mod rules;
 mod serde_bits;
