@@ -2,7 +2,7 @@
 //! generated module (so the module needs nothing but `core`/`std`).
 //!
 //! The math functions are the algorithms of passfold-codegen's `vmath`
-//! (Cody–Waite range reduction, Taylor polynomials for `e^t - 1`, musl's
+//! (Cody–Waite range reduction, the JIT's polynomials for `e^t - 1`, musl's
 //! `log`), written without branches: every choice is a `select` on a
 //! comparison, powers of two are built in the exponent bits, and nothing
 //! calls libm, so LLVM vectorizes them inside lane loops. `FMA` chooses
@@ -302,13 +302,12 @@ mod k32 {
     pub const LN2_HI: f32 = 0.693145751953125;
     pub const LN2_LO: f32 = 1.428606765330187e-06;
     pub const LN2: f32 = core::f32::consts::LN_2;
-    pub const EXP_Q: [f32; 6] = [
-        0.5,
-        0.16666666666666666,
-        0.041666666666666664,
-        0.008333333333333333,
-        0.001388888888888889,
-        0.0001984126984126984,
+    pub const EXP_Q: [f32; 5] = [
+        0.4999999345170046,
+        0.16666520689843034,
+        0.04166838736288612,
+        0.008368709823201027,
+        0.001381461317937623,
     ];
     pub const EXPM1_Q: [f32; 7] = [
         0.5,

@@ -39,10 +39,10 @@ use emit::Em;
 
 /// `e^x`.
 ///
-/// Error (f32, every float): 1.059 ULP with fma — at most 1 ULP from the
-/// correctly rounded result for every `f32` — and 0.944 without on the
-/// 1/1021 sample; subnormal results 0.750 subnormal ULP (they are rounded
-/// twice). f64: 1 ULP from libm.
+/// Error (f32, every float): 1.014 ULP with fma and 0.989 without — at
+/// most 1 ULP from the correctly rounded result for every `f32`; subnormal
+/// results 0.749 subnormal ULP (they are rounded twice). f64: 1 ULP from
+/// libm.
 /// `exp(-inf) = +0`, `exp(x) = +0` below -103.97 (f32) / -745.13 (f64),
 /// `+inf` above 88.722839 (f32) / 709.782712893384 (f64) and for `+inf`,
 /// `exp(±0) = 1`, NaN → NaN.
@@ -68,11 +68,12 @@ pub fn exp_nonpositive(fb: &mut FunctionBuilder, features: Features, x: Value) -
 /// accumulator: `k = round(x·log2 e)` as an integer-valued float of the same
 /// type and `p = e^(x - k·ln 2) ∈ [0.7071, 1.4143]`, never overflowing.
 ///
-/// Error of `p` against `e^(x - k·ln 2)` (f32): 1.021 ULP with fma, 0.944
-/// without for `|x| ≤ 88.7` (1.059 with fma over every float); 1.054 /
-/// 0.968 for `|x| ≤ 2839` (`|k| < 2^12`, where a three-part `ln 2` keeps
-/// `k·ln 2` exact without fma); with fma 1.116 up to `|x| = 2^21·ln 2`, while without fma the reduction is
-/// inexact past `|k| = 2^12` (10^6 ULP measured near 1.4e6). `p` lies in
+/// Error of `p` against `e^(x - k·ln 2)` (f32, 1/1021 sample): 0.973 ULP
+/// with fma, 0.939 without for `|x| ≤ 88.7`; 0.979 / 0.941 for
+/// `|x| ≤ 2839` (`|k| < 2^12`, where a three-part `ln 2` keeps `k·ln 2`
+/// exact without fma); with fma 0.979 up to `|x| = 2^21·ln 2`, while
+/// without fma the reduction is inexact past `|k| = 2^12` (10^6 ULP
+/// measured near 1.4e6). `p` lies in
 /// `[0.707, 1.415]` for `|x| ≤ 88.7` and in `[0.5, 2]` always. For
 /// `|x| > 2^21·ln 2` (f32) / `2^50·ln 2` (f64), `p = 1` and `k` is an
 /// integer within `2 + 2^-22·|x·log2 e|` of `x·log2 e` (as uncertain as
