@@ -131,7 +131,7 @@ fn rewrite_loop(rw: &mut Rewriter, program: &mut Program, body: &mut [Op]) -> Ve
         let xr = rw.bin(BinOp::Mul, a, r);
         map.insert(h, rw.bin(BinOp::Mul, xr, k));
     }
-    replace_values(rw, body, &map);
+    rw.replace_in_ops(body, &map);
     before
 }
 
@@ -158,19 +158,5 @@ fn divisor_name(k: &Kernel, program: &Program, d: Handle<Node>) -> String {
         Node::Var(v) => program.vars[v.0 as usize].name.clone(),
         Node::Param(p) => k.params[p.0 as usize].name.clone(),
         _ => "div".to_string(),
-    }
-}
-
-fn replace_values(rw: &mut Rewriter, ops: &mut [Op], map: &HashMap<Handle<Node>, Handle<Node>>) {
-    for op in ops {
-        match op {
-            Op::Set { value, .. } | Op::Store { value, .. } => *value = rw.replace(*value, map),
-            Op::If { cond, then } => {
-                *cond = rw.replace(*cond, map);
-                replace_values(rw, then, map);
-            }
-            Op::Loop { body, .. } => replace_values(rw, body, map),
-            Op::Barrier | Op::Toeplitz { .. } => {}
-        }
     }
 }

@@ -277,6 +277,23 @@ impl Rewriter {
         self.rebuild(root, &mut |_, h| map.get(&h).copied(), &mut memo)
     }
 
+    /// [`Rewriter::replace`] in every value and condition of `ops`.
+    pub fn replace_in_ops(&mut self, ops: &mut [Op], map: &HashMap<Handle<Node>, Handle<Node>>) {
+        for op in ops {
+            match op {
+                Op::Set { value, .. } | Op::Store { value, .. } => {
+                    *value = self.replace(*value, map)
+                }
+                Op::If { cond, then } => {
+                    *cond = self.replace(*cond, map);
+                    self.replace_in_ops(then, map);
+                }
+                Op::Loop { body, .. } => self.replace_in_ops(body, map),
+                Op::Barrier | Op::Toeplitz { .. } => {}
+            }
+        }
+    }
+
     /// Rebuilds `root` with each plain load of a tensor in `subst` replaced by its value.
     pub fn substitute(
         &mut self,
@@ -1328,23 +1345,9 @@ pub fn emit_accumulator(
             // the g have both signs (inf - inf), which Σg cannot see; the
             // extremes of g, tracked alongside, can.
             let extremes = ty.is_float().then(|| {
-                let mut out = Vec::new();
-                for (ext, law) in [(ReduceOp::Min, Law::Min), (ReduceOp::Max, Law::Max)] {
-                    let word = reduce_word(ext);
-                    let e = slot(rw, state, stmt, &format!("{name}.{word}"), ty);
-                    init.extend(e.over(vec![e.write(rw.float(identity(ext), ty))]));
-                    state.record(
-                        format!("`{name}`: {word} of the varying term (for an infinite factor)"),
-                        &[&e],
-                        law,
-                        ty,
-                    );
-                    let cur = e.read(rw, ty);
-                    let next = combine(rw, ext, cur, g);
-                    update.extend(e.over(vec![e.write(next)]));
-                    out.push(e);
-                }
-                out
+                let what = "the varying term (for an infinite factor)";
+                let mut ops = (&mut init, &mut update);
+                track_extremes(rw, state, stmt, ty, g, ["min", "max"], what, &mut ops)
             });
             let acc = s.read(rw, ty);
             let n = rw.count(&axes, ty);
@@ -1645,6 +1648,45 @@ fn topk_state(
     }
 }
 
+/// Tracks the least and the largest `g` beside an accumulator, in slots
+/// `{name}.{suffix}` merged by Min and Max, for the results an infinite or
+/// huge operand decides (`what` names `g` in the plan text); `ops` are the
+/// accumulator's init and update ops. Returns the `[least, largest]` slots.
+#[allow(clippy::too_many_arguments)]
+fn track_extremes(
+    rw: &mut Rewriter,
+    state: &mut SweepState,
+    stmt: &Stmt,
+    ty: ScalarType,
+    g: Handle<Node>,
+    suffixes: [&str; 2],
+    what: &str,
+    ops: &mut (&mut Vec<Op>, &mut Vec<Op>),
+) -> [StateSlot; 2] {
+    let name = rw.kernel.tensor(stmt.tensor).name.clone();
+    let mut slots = Vec::with_capacity(2);
+    for ((op, law), suffix) in [(ReduceOp::Min, Law::Min), (ReduceOp::Max, Law::Max)]
+        .into_iter()
+        .zip(suffixes)
+    {
+        let e = slot(rw, state, stmt, &format!("{name}.{suffix}"), ty);
+        ops.0.extend(e.over(vec![e.write(rw.float(identity(op), ty))]));
+        state.record(
+            format!("`{name}`: {} of {what}", reduce_word(op)),
+            &[&e],
+            law,
+            ty,
+        );
+        let cur = e.read(rw, ty);
+        let next = combine(rw, op, cur, g);
+        ops.1.extend(e.over(vec![e.write(next)]));
+        slots.push(e);
+    }
+    let hi = slots.pop().expect("two slots");
+    let lo = slots.pop().expect("two slots");
+    [lo, hi]
+}
+
 /// Cody–Waite split of ln 2 in three parts whose products with an integer
 /// below 2^16 are exact in `f32`.
 const LN2_HI: f64 = 0.69140625; // 0x1.62p-1, 8 significant bits
@@ -1711,21 +1753,17 @@ fn two_pass(
     // The extremes of q decide the sum where the pairs cannot: under an
     // infinite or huge shift (exp(-inf - -inf) is NaN, exp(q - m) with
     // both beyond the exponent's range is 0, 1 or inf by q - m).
-    let mut extremes = Vec::new();
-    for (op, law, word) in [(ReduceOp::Min, Law::Min, "qlo"), (ReduceOp::Max, Law::Max, "qhi")] {
-        let e = slot(rw, state, stmt, &format!("{name}.{word}"), ty);
-        init.extend(e.over(vec![e.write(rw.float(identity(op), ty))]));
-        state.record(
-            format!("`{name}`: {} of the exponent's argument (for an infinite or huge shift)", reduce_word(op)),
-            &[&e],
-            law,
-            ty,
-        );
-        let cur = e.read(rw, ty);
-        let next = combine(rw, op, cur, q);
-        update.extend(e.over(vec![e.write(next)]));
-        extremes.push(e);
-    }
+    let what = "the exponent's argument (for an infinite or huge shift)";
+    let extremes = track_extremes(
+        rw,
+        state,
+        stmt,
+        ty,
+        q,
+        ["qlo", "qhi"],
+        what,
+        &mut (&mut init, &mut update),
+    );
     let log2e = rw.float(std::f64::consts::LOG2_E, ty);
     let scaled = rw.bin(BinOp::Mul, q, log2e);
     let k_raw = rw.un(UnOp::Round, scaled);

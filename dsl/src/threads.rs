@@ -328,7 +328,7 @@ fn chunk_blocks(
 ) -> Result<(), String> {
     let mut ends = std::collections::HashMap::new();
     chunk_ranges(rw, ops, e, to_chunk, &mut ends)?;
-    replace_values(rw, ops, &ends);
+    rw.replace_in_ops(ops, &ends);
     Ok(())
 }
 
@@ -357,24 +357,6 @@ fn chunk_ranges(
         }
     }
     Ok(())
-}
-
-fn replace_values(
-    rw: &mut Rewriter,
-    ops: &mut [Op],
-    map: &std::collections::HashMap<Handle<Node>, Handle<Node>>,
-) {
-    for op in ops {
-        match op {
-            Op::Set { value, .. } | Op::Store { value, .. } => *value = rw.replace(*value, map),
-            Op::If { cond, then } => {
-                *cond = rw.replace(*cond, map);
-                replace_values(rw, then, map);
-            }
-            Op::Loop { body, .. } => replace_values(rw, body, map),
-            Op::Barrier | Op::Toeplitz { .. } => {}
-        }
-    }
 }
 
 /// Publish each state to this thread's slot, wait, merge all slots in
