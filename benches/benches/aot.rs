@@ -44,7 +44,6 @@ passfold::kernel! {
 
 include!(concat!(env!("OUT_DIR"), "/softmax_online.rs"));
 
-
 fn run_aot(problem: &Problem, y: &mut [f32]) {
     let (b, i) = (problem.rows, problem.n);
     let res = match problem.kind {

@@ -54,7 +54,9 @@ const D: usize = 128;
 const TOLERANCE: f64 = 1e-4;
 
 fn jit(name: &str) -> Arc<CompiledKernel> {
-    let src = passfold_kernels::get(name).expect("in the catalogue").source;
+    let src = passfold_kernels::get(name)
+        .expect("in the catalogue")
+        .source;
     passfold::compile(src).expect("compiles")
 }
 
@@ -89,7 +91,9 @@ impl CrossEntropy {
     fn new(rows: usize, n: usize) -> Self {
         let mut rng = SmallRng::seed_from_u64(0x5EED);
         // Wide enough that an unshifted exp would overflow.
-        let x = (0..rows * n).map(|_| rng.random_range(-100.0f32..100.0)).collect();
+        let x = (0..rows * n)
+            .map(|_| rng.random_range(-100.0f32..100.0))
+            .collect();
         let t = (0..rows).map(|_| rng.random_range(0..n as i32)).collect();
         CrossEntropy { rows, n, x, t }
     }
@@ -99,7 +103,9 @@ impl CrossEntropy {
             .chunks_exact(self.n)
             .zip(&self.t)
             .map(|(row, &t)| {
-                let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+                let m = row
+                    .iter()
+                    .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
                 let s: f64 = row.iter().map(|&v| (f64::from(v) - m).exp()).sum();
                 (m + s.ln() - f64::from(row[t as usize])) as f32
             })
@@ -170,9 +176,8 @@ struct Decode {
 impl Decode {
     fn new(n: usize) -> Self {
         let mut rng = SmallRng::seed_from_u64(7);
-        let mut uniform = |len: usize| -> Vec<f32> {
-            (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-        };
+        let mut uniform =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
         // Scores of a few units: the weights vary over many keys.
         Decode {
             n,
@@ -189,7 +194,12 @@ impl Decode {
             .chunks_exact(D)
             .map(|kj| {
                 f64::from(self.scale)
-                    * self.q.iter().zip(kj).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>()
+                    * self
+                        .q
+                        .iter()
+                        .zip(kj)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum::<f64>()
             })
             .collect();
         let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -247,7 +257,9 @@ fn bench_decode(group: &mut BenchmarkGroup<'_, WallTime>, n: usize) {
         hand::attention_decode(&p.q, &p.k, &p.v, p.scale, &mut o);
         check("attention/hand_native", &o, &want, D);
         group.bench_function(BenchmarkId::new("hand_native", n), |b| {
-            b.iter(|| hand::attention_decode(&p.q, black_box(&p.k), &p.v, p.scale, black_box(&mut o)))
+            b.iter(|| {
+                hand::attention_decode(&p.q, black_box(&p.k), &p.v, p.scale, black_box(&mut o))
+            })
         });
     }
     plain::attention_decode(&p.q, &p.k, &p.v, p.scale, &mut o);

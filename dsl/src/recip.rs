@@ -114,7 +114,10 @@ fn rewrite_loop(rw: &mut Rewriter, program: &mut Program, body: &mut [Op]) -> Ve
                 let k = rw.select(tiny, up, k);
                 let name = divisor_name(&rw.kernel, program, d);
                 let k_var = program.var(format!("{name}.scale"), ty);
-                before.push(Op::Set { var: k_var, value: k });
+                before.push(Op::Set {
+                    var: k_var,
+                    value: k,
+                });
                 let k_read = rw.var(k_var, ty);
                 let scaled = rw.bin(BinOp::Mul, d, k_read);
                 let recip = rw.bin(BinOp::Div, one, scaled);
@@ -144,7 +147,10 @@ fn invariant(k: &Kernel, h: Handle<Node>, assigned: &[VarId]) -> bool {
         match &k.nodes[h] {
             Node::ConstFloat(_) | Node::ConstInt(_) | Node::Param(_) | Node::ExtentLen(_) => {}
             Node::Var(v) if !assigned.contains(v) => {}
-            n @ (Node::Unary(..) | Node::Binary(..) | Node::Cast(..) | Node::Cmp(..)
+            n @ (Node::Unary(..)
+            | Node::Binary(..)
+            | Node::Cast(..)
+            | Node::Cmp(..)
             | Node::Select(..)) => stack.extend(n.operands()),
             _ => return false,
         }

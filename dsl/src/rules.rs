@@ -1670,7 +1670,8 @@ fn track_extremes(
         .zip(suffixes)
     {
         let e = slot(rw, state, stmt, &format!("{name}.{suffix}"), ty);
-        ops.0.extend(e.over(vec![e.write(rw.float(identity(op), ty))]));
+        ops.0
+            .extend(e.over(vec![e.write(rw.float(identity(op), ty))]));
         state.record(
             format!("`{name}`: {} of {what}", reduce_word(op)),
             &[&e],
@@ -1834,7 +1835,14 @@ fn two_pass(
     // The pairs finish exactly while k_m is a small integer of the type;
     // beyond (and for an infinite or NaN m) the extremes of q decide.
     let km_abs = rw.un(UnOp::Abs, km_raw);
-    let km_limit = rw.float(if ty == ScalarType::F64 { 2f64.powi(53) } else { 2f64.powi(24) }, ty);
+    let km_limit = rw.float(
+        if ty == ScalarType::F64 {
+            2f64.powi(53)
+        } else {
+            2f64.powi(24)
+        },
+        ty,
+    );
     let fin_m = rw.cmp(CmpOp::Le, km_abs, km_limit);
     let zero_km = rw.float(0.0, ty);
     let km = rw.select(fin_m, km_raw, zero_km);

@@ -195,7 +195,9 @@ pub fn split_row(plan: &Plan) -> Result<SplitRow, String> {
                     out.extend(merge_states(&mut rw, &mut program, &states, slots, mine)?);
                 }
             }
-            Op::Loop { index, ref body, .. } if index != e && !mentions(body, e) => {
+            Op::Loop {
+                index, ref body, ..
+            } if index != e && !mentions(body, e) => {
                 if writes_only(std::slice::from_ref(&op), &private) {
                     // Initializes this thread's own copy of a state.
                     flush(&mut out, &mut pending_stores);

@@ -127,7 +127,8 @@ pub struct CompiledKernel {
     /// The plan, for the split-row code compiled on first use.
     plan: Plan,
     /// The split-row code (`passfold_dsl::threads`), or why there is none.
-    split: std::sync::OnceLock<Result<(call::JitCode, Kernel, Vec<passfold_dsl::TensorId>), String>>,
+    split:
+        std::sync::OnceLock<Result<(call::JitCode, Kernel, Vec<passfold_dsl::TensorId>), String>>,
     row_extent: Option<passfold_dsl::ExtentId>,
     kernel: Kernel,
     code: call::JitCode,
