@@ -202,6 +202,9 @@ pub fn split_row(plan: &Plan) -> Result<SplitRow, String> {
                     // Initializes this thread's own copy of a state.
                     flush(&mut out, &mut pending_stores);
                     out.push(op);
+                } else if writes_any(std::slice::from_ref(&op), &private) {
+                    // Thread 0 alone would update its own copy only.
+                    return Err("a loop that writes both private state and shared memory".into());
                 } else {
                     // Per-row results (attention's `o[h, i, e]`): every thread
                     // holds the same merged states, thread 0 stores.
@@ -274,6 +277,16 @@ fn writes_only(ops: &[Op], private: &[TensorId]) -> bool {
         Op::Loop { body, .. } => writes_only(body, private),
         Op::Set { .. } => true,
         Op::Barrier | Op::Toeplitz { .. } => false,
+    })
+}
+
+/// Whether `ops` store to any of `private`.
+fn writes_any(ops: &[Op], private: &[TensorId]) -> bool {
+    ops.iter().any(|op| match op {
+        Op::Store { tensor, .. } => private.contains(tensor),
+        Op::If { then, .. } => writes_any(then, private),
+        Op::Loop { body, .. } => writes_any(body, private),
+        _ => false,
     })
 }
 
