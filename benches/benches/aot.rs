@@ -18,11 +18,10 @@
 //! `cargo bench -p passfold-benches --bench aot`.
 
 use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use criterion::{criterion_group, criterion_main};
 use passfold_benches::{Inputs, Kind, Problem, hand, plain};
 use std::hint::black_box;
-use std::time::Duration;
 
 passfold::kernel! {
     #[aot]
@@ -124,12 +123,8 @@ fn aot(c: &mut Criterion) {
             compare(&mut group, kind, rows, n);
         }
         group.finish();
-        let mut group = c.benchmark_group(format!("aot_{}_large", kind.name()));
-        group
-            .sampling_mode(SamplingMode::Flat)
-            .sample_size(10)
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(3));
+        let name = format!("aot_{}_large", kind.name());
+        let mut group = passfold_benches::config::slow_group(c, &name);
         for (rows, n) in [(1, 1 << 24), (256, 32000)] {
             compare(&mut group, kind, rows, n);
         }
@@ -137,16 +132,9 @@ fn aot(c: &mut Criterion) {
     }
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1500))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = passfold_benches::config::quick();
     targets = aot
 }
 criterion_main!(benches);

@@ -18,7 +18,7 @@
 //! `cargo bench -p passfold-benches --bench aot_kernels`.
 
 use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use criterion::{criterion_group, criterion_main};
 use passfold::{Arg, CompiledKernel};
 use passfold_benches::{hand, plain, rel_error};
@@ -26,7 +26,6 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 passfold::kernel! {
     #[aot]
@@ -68,16 +67,6 @@ fn check(what: &str, got: &[f32], want: &[f32], row_len: usize) {
         got[at],
         want[at]
     );
-}
-
-fn slow_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
-    let mut group = c.benchmark_group(name);
-    group
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
-    group
 }
 
 struct CrossEntropy {
@@ -275,7 +264,7 @@ fn kernels(c: &mut Criterion) {
         bench_cross_entropy(&mut group, rows, n);
     }
     group.finish();
-    let mut group = slow_group(c, "aot_cross_entropy_large");
+    let mut group = passfold_benches::config::slow_group(c, "aot_cross_entropy_large");
     for (rows, n) in [(256, 32000), (1, 1 << 24)] {
         bench_cross_entropy(&mut group, rows, n);
     }
@@ -285,21 +274,14 @@ fn kernels(c: &mut Criterion) {
         bench_decode(&mut group, n);
     }
     group.finish();
-    let mut group = slow_group(c, "aot_attention_decode_large");
+    let mut group = passfold_benches::config::slow_group(c, "aot_attention_decode_large");
     bench_decode(&mut group, 65536);
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1500))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = passfold_benches::config::quick();
     targets = kernels
 }
 criterion_main!(benches);

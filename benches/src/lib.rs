@@ -14,6 +14,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 
+pub mod config;
 pub mod hand;
 pub mod plain;
 pub mod reference;
