@@ -664,13 +664,10 @@ impl<'a> Body<'a> {
             let p = format_ident!("q{}", d);
             let (value, check) = match idx {
                 Index::Affine(a) => {
+                    // Checked: a padded tensor reads its pad outside; an
+                    // unpadded one is read so only by a plan reading ahead
+                    // (`passfold_dsl::jam`, kept in range), a failed call else.
                     let exact = *a == tensor_info.dims[d].0;
-                    if !exact && tensor_info.pad.is_none() {
-                        return Err(self.unsupported(
-                            h,
-                            "an affine subscript that may fall outside an unpadded tensor",
-                        ));
-                    }
                     (affine_expr(a), !exact)
                 }
                 Index::Gather(g) => {

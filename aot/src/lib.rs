@@ -252,8 +252,9 @@ pub fn emit_items(plan: &Plan, opts: &Options) -> Result<TokenStream, AotError> 
     })
 }
 
-/// The gather sites of `kernel` (loads with a gathered subscript of a
-/// tensor without `pad`), in status order: the same numbering as the JIT.
+/// The gather sites of `kernel` (loads of a tensor without `pad` with a
+/// gathered subscript, or a shifted one a plan reads ahead with), in status
+/// order: the same numbering as the JIT.
 fn sites(k: &Kernel) -> Vec<passfold_dsl::Handle<passfold_dsl::Node>> {
     use passfold_dsl::{Index, Node};
     k.nodes
@@ -261,7 +262,10 @@ fn sites(k: &Kernel) -> Vec<passfold_dsl::Handle<passfold_dsl::Node>> {
         .filter_map(|(h, node)| match node {
             Node::Load { tensor, index }
                 if k.tensor(*tensor).pad.is_none()
-                    && index.iter().any(|i| matches!(i, Index::Gather(_))) =>
+                    && index.iter().enumerate().any(|(d, i)| match i {
+                        Index::Gather(_) => true,
+                        Index::Affine(a) => *a != k.tensor(*tensor).dims[d].0,
+                    }) =>
             {
                 Some(h)
             }

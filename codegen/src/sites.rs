@@ -1,7 +1,9 @@
 //! Gather sites: the reads whose failure is a run-time error.
 //!
-//! A gather site is a `Load` node with at least one `Index::Gather`
-//! subscript on a tensor without `pad`. Sites are numbered in increasing
+//! A gather site is a `Load` node on a tensor without `pad` with at least
+//! one `Index::Gather` subscript, or an affine subscript other than its
+//! dimension's (a later element a plan reads ahead, `passfold_dsl::jam`,
+//! which the plan keeps in range; checked all the same). Sites are numbered in increasing
 //! node order; the generated function returns `site + 1` when the gathered
 //! index of site `site` falls outside its dimension.
 
@@ -26,7 +28,10 @@ pub fn gather_sites(kernel: &Kernel) -> Vec<GatherSite> {
         .filter_map(|(h, node)| match node {
             Node::Load { tensor, index }
                 if kernel.tensor(*tensor).pad.is_none()
-                    && index.iter().any(|i| matches!(i, Index::Gather(_))) =>
+                    && index.iter().enumerate().any(|(d, i)| match i {
+                        Index::Gather(_) => true,
+                        Index::Affine(a) => *a != kernel.tensor(*tensor).dims[d].0,
+                    }) =>
             {
                 Some(GatherSite {
                     node: h,

@@ -21,6 +21,7 @@ pub mod diag;
 pub mod fuse;
 pub mod interp;
 pub mod ir;
+pub mod jam;
 pub mod licm;
 pub mod lir;
 pub mod lower;

@@ -162,6 +162,7 @@ fn finish(mut plan: Plan, opts: PlanOptions) -> Plan {
     crate::bounds::mark_nonpositive_exps(&mut rw, &mut plan.program);
     crate::block::block_online_sweeps(&mut rw, &mut plan.program);
     if !opts.scalar {
+        crate::jam::jam_online_sweeps(&mut rw, &mut plan.program);
         crate::recip::divide_by_reciprocal(&mut rw, &mut plan.program);
         crate::vector::annotate(&mut rw, &mut plan.program);
     }

@@ -390,6 +390,52 @@ impl Rewriter {
         self.rebuild_renamed(root, &mut map, &mut memo)
     }
 
+    /// Rebuilds `root` with variables renamed and the index `e` read as
+    /// `e + by` (a later element of the same sweep): in subscripts, where
+    /// `c·e` adds `c·by` to the constant, and as a value.
+    pub fn shift_index(
+        &mut self,
+        root: Handle<Node>,
+        e: ExtentId,
+        by: i64,
+        vars: &HashMap<VarId, VarId>,
+    ) -> Handle<Node> {
+        let i32t = ScalarType::I32;
+        let at = self.add(Node::IndexValue(e), i32t);
+        let step = self.add(Node::ConstInt(by), i32t);
+        let moved = self.add(Node::Binary(BinOp::Add, at, step), i32t);
+        let mut memo = HashMap::new();
+        if by != 0 {
+            memo.insert(at, moved);
+        }
+        let mut map = |k: &Kernel, h: Handle<Node>| -> Option<Node> {
+            match &k.nodes[h] {
+                Node::Var(v) => vars.get(v).map(|t| Node::Var(*t)),
+                Node::Load { tensor, index } if by != 0 => {
+                    let coef = |i: &Index| match i {
+                        Index::Affine(a) => a.terms.iter().find(|(v, _)| *v == e).map(|t| t.1),
+                        Index::Gather(_) => None,
+                    };
+                    index.iter().any(|i| coef(i).is_some()).then(|| Node::Load {
+                        tensor: *tensor,
+                        index: index
+                            .iter()
+                            .map(|i| match (i, coef(i)) {
+                                (Index::Affine(a), Some(c)) => Index::Affine(Affine {
+                                    terms: a.terms.clone(),
+                                    constant: a.constant.saturating_add(c.saturating_mul(by)),
+                                }),
+                                _ => i.clone(),
+                            })
+                            .collect(),
+                    })
+                }
+                _ => None,
+            }
+        };
+        self.rebuild_renamed(root, &mut map, &mut memo)
+    }
+
     fn rebuild_renamed(
         &mut self,
         h: Handle<Node>,

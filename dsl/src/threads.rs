@@ -31,7 +31,7 @@
 
 use crate::arena::Handle;
 use crate::ir::*;
-use crate::lir::{AccState, Law, Op, StateSlot, has_loop};
+use crate::lir::{AccState, Law, Op, StateSlot};
 use crate::plan::Plan;
 use crate::rules::Rewriter;
 use crate::split::combine_ops;
@@ -176,7 +176,7 @@ pub fn split_row(plan: &Plan) -> Result<SplitRow, String> {
                     // Blocks end at the chunk's end, not the row's.
                     let mut to_chunk = std::collections::HashMap::new();
                     to_chunk.insert(len, hi);
-                    chunk_blocks(&mut rw, &mut inner, e, &to_chunk)?;
+                    chunk_blocks(&mut rw, &mut inner, e, &to_chunk, &private)?;
                 } else if !inner_loops_private(&inner, e, &private) {
                     return Err("a loop inside a sweep that writes shared memory".into());
                 }
@@ -340,9 +340,10 @@ fn chunk_blocks(
     ops: &mut [Op],
     e: ExtentId,
     to_chunk: &std::collections::HashMap<Handle<Node>, Handle<Node>>,
+    private: &[TensorId],
 ) -> Result<(), String> {
     let mut ends = std::collections::HashMap::new();
-    chunk_ranges(rw, ops, e, to_chunk, &mut ends)?;
+    chunk_ranges(rw, ops, e, to_chunk, &mut ends, private)?;
     rw.replace_in_ops(ops, &ends);
     Ok(())
 }
@@ -353,21 +354,26 @@ fn chunk_ranges(
     e: ExtentId,
     to_chunk: &std::collections::HashMap<Handle<Node>, Handle<Node>>,
     ends: &mut std::collections::HashMap<Handle<Node>, Handle<Node>>,
+    private: &[TensorId],
 ) -> Result<(), String> {
     for op in ops {
         match op {
+            // A block's loop over the swept index (its inner loops, as in
+            // a grouped sweep's tail, only update private state).
             Op::Loop {
                 index,
                 range: Some((_, end)),
                 body,
                 ..
-            } if *index == e && !body.iter().any(has_loop) => {
+            } if *index == e && inner_loops_private(body, e, private) => {
                 let new = rw.replace(*end, to_chunk);
                 ends.insert(*end, new);
                 *end = new;
             }
+            // An update of private state (a grouped sweep's, `crate::jam`).
+            Op::Loop { index, body, .. } if *index != e && writes_only(body, private) => {}
             Op::Loop { .. } => return Err("a loop inside a sweep".into()),
-            Op::If { then, .. } => chunk_ranges(rw, then, e, to_chunk, ends)?,
+            Op::If { then, .. } => chunk_ranges(rw, then, e, to_chunk, ends, private)?,
             _ => {}
         }
     }

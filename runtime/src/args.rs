@@ -498,8 +498,6 @@ fn give_back(buf: Vec<u64>) {
     });
 }
 
-/// Allocates scratch for every temporary that `tensors` does not point at
-/// yet, and points `tensors` at it.
 /// The element count of `tensor` at `extents` (as [`Layout::compute`]'s
 /// `len`, without building the layout); `None` on overflow.
 fn tensor_len(tensor: &passfold_dsl::Tensor, extents: &[i64]) -> Option<i64> {
@@ -513,6 +511,11 @@ fn tensor_len(tensor: &passfold_dsl::Tensor, extents: &[i64]) -> Option<i64> {
     Some(len)
 }
 
+/// 64-byte cache lines, in words of the scratch buffers.
+const LINE_WORDS: usize = 8;
+
+/// Allocates scratch for every temporary that `tensors` does not point at
+/// yet, and points `tensors` at it.
 fn alloc_temps(
     kernel: &Kernel,
     lens: &[i64],
@@ -530,12 +533,20 @@ fn alloc_temps(
             .ok()
             .and_then(|n| n.checked_mul(tensor.ty.size_bytes()))
             .ok_or_else(too_large)?;
-        let words = bytes.div_ceil(8);
+        // A cache line of slack on each side: the tensor starts on a line
+        // of its own and no other buffer shares its last line, so threads
+        // updating their private copies (split rows) never write one line.
+        let words = bytes
+            .div_ceil(8)
+            .checked_add(2 * LINE_WORDS)
+            .ok_or_else(too_large)?;
         let mut buf = take_buffer(words).ok_or_else(|| CallError::Alloc {
             tensor: tensor.name.clone(),
             bytes,
         })?;
-        tensors[t] = buf.as_mut_ptr() as *mut u8;
+        let misalign = (buf.as_ptr() as usize / 8) % LINE_WORDS;
+        let skip = (LINE_WORDS - misalign) % LINE_WORDS;
+        tensors[t] = buf[skip..].as_mut_ptr() as *mut u8;
         temps.push(buf);
     }
     Ok(temps)

@@ -212,3 +212,98 @@ fn split_row_program_as_one_thread_is_the_plan() {
     }
     assert!(split >= 8, "only {split} catalogue kernels split");
 }
+
+/// Attention's sweep over keys runs in groups of `passfold_dsl::jam::JAM`
+/// keys (scores first, the running max moved once per group, then each
+/// key's update), with a per-key tail. Every key count from 1 to 13 and
+/// some around the unroll (so groups, tails and both together), head
+/// dimension 5 (vector loops with scalar tails), against the `f64`
+/// interpreter: relative 1e-5 of the output's scale, or 1e-6 absolute. Also
+/// with a quarter of the inputs `-inf`, `+inf` or NaN (NaN where the
+/// interpreter has NaN, infinities equal).
+#[test]
+fn grouped_attention_sweeps_agree_with_the_interpreter() {
+    use crate::common::{Fill, close, params_for, random_args};
+    for name in ["attention", "attention_bias"] {
+        let entry = passfold_kernels::get(name).expect("in the catalogue");
+        let kernel = passfold_dsl::check(entry.source, &LowerOptions::default()).expect("checks");
+        let plan = passfold_dsl::plan(&kernel, PlanOptions::default());
+        let text = plan.to_string();
+        assert!(
+            text.contains(&format!("[blocks of {}]", passfold_dsl::jam::JAM)),
+            "{text}"
+        );
+        let scalar = passfold_dsl::plan(
+            &kernel,
+            PlanOptions {
+                scalar: true,
+                ..Default::default()
+            },
+        );
+        assert!(!scalar.to_string().contains("[blocks of"), "{scalar}");
+        let jit = passfold_runtime::compile(&plan).expect("compiles");
+        let params = params_for(&kernel);
+        let ext_of = |n: i64| -> Vec<i64> {
+            kernel
+                .extents
+                .iter()
+                .map(|e| match e.name.as_str() {
+                    "j" => n,
+                    "c" => 5,
+                    "e" => 6,
+                    "i" => 3,
+                    _ => 2,
+                })
+                .collect()
+        };
+        let mut cases = 0;
+        for n in (1..=13).chain([63, 64, 65, 66, 67, 1027]) {
+            let extents = ext_of(n);
+            for (seed, fill) in [
+                Fill::Uniform(4.0),
+                Fill::Special(f64::NEG_INFINITY),
+                Fill::Special(f64::INFINITY),
+                Fill::Special(f64::NAN),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let args = random_args(&kernel, &extents, fill, 100 * n as u64 + seed as u64);
+                let want = passfold_dsl::interpret(
+                    &kernel,
+                    &extents,
+                    args.clone(),
+                    &params,
+                    passfold_dsl::Precision::F64,
+                )
+                .expect("interprets");
+                let mut bufs = args.clone();
+                let outputs: Vec<usize> = kernel
+                    .arguments()
+                    .enumerate()
+                    .filter(|(_, id)| kernel.tensor(*id).kind == passfold_dsl::TensorKind::Output)
+                    .map(|(p, _)| p)
+                    .collect();
+                for p in &outputs {
+                    bufs[*p] = vec![0.0; want[*p].len()];
+                }
+                let got = jit.call_f64(&extents, &bufs, &params, 1).expect("runs");
+                for p in &outputs {
+                    let w = &want[*p];
+                    let scale = w
+                        .iter()
+                        .filter(|v| v.is_finite())
+                        .fold(0.0f64, |a, v| a.max(v.abs()));
+                    for (x, y) in got[*p].iter().zip(w) {
+                        assert!(
+                            close(*x, *y, 1e-5, 1e-6 + 1e-5 * scale),
+                            "{name} n = {n} fill {fill:?}: {x} vs {y}"
+                        );
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert!(cases > 1000, "{cases}");
+    }
+}
