@@ -47,6 +47,9 @@ pub(crate) struct Body<'a> {
     /// A scalar plan ([`passfold_dsl::PlanOptions::scalar`]): reductions
     /// keep the interpreter's order instead of one accumulator per lane.
     pub scalar: bool,
+    /// Loads whose range checks a reduction around them made once, before
+    /// its loop (their subscripts do not move with it).
+    pub prechecked: std::cell::RefCell<std::collections::HashSet<usize>>,
 }
 
 pub(crate) fn rust_type(ty: ScalarType) -> TokenStream {
@@ -676,7 +679,7 @@ impl<'a> Body<'a> {
                 }
             };
             lets.extend(quote!(let #p: i64 = #value + #o;));
-            if check {
+            if check && !self.prechecked.borrow().contains(&h.index()) {
                 checks.push(quote!((#p >= 0 && #p < #l)));
             }
             offset.push(quote!(#p * #s));
@@ -711,6 +714,62 @@ impl<'a> Body<'a> {
         })
     }
 
+    /// The loads under `root` (outside nested reductions) of unpadded
+    /// tensors with checked subscripts, none gathered or moving with
+    /// `axes`, each with its check (returning its site's status).
+    fn invariant_checks(
+        &self,
+        root: Handle<Node>,
+        axes: &[ExtentId],
+    ) -> Vec<(Handle<Node>, TokenStream)> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![root];
+        while let Some(h) = stack.pop() {
+            if !seen.insert(h.index()) {
+                continue;
+            }
+            match &self.k.nodes[h] {
+                Node::Reduce { .. } => {}
+                Node::Load { tensor, index } => {
+                    let info = self.k.tensor(*tensor);
+                    let Some(site) = self.site_of[h.index()] else {
+                        continue;
+                    };
+                    if info.pad.is_some() {
+                        continue;
+                    }
+                    let t = tensor.0 as usize;
+                    let mut checks = Vec::new();
+                    let mut fixed = true;
+                    for (d, idx) in index.iter().enumerate() {
+                        match idx {
+                            Index::Affine(a) if *a != info.dims[d].0 => {
+                                if a.terms.iter().any(|(v, _)| axes.contains(v)) {
+                                    fixed = false;
+                                }
+                                let (o, l, _) = layout_idents(t, d);
+                                let value = affine_expr(a);
+                                checks.push(quote!({
+                                    let q: i64 = #value + #o;
+                                    q >= 0 && q < #l
+                                }));
+                            }
+                            Index::Affine(_) => {}
+                            Index::Gather(_) => fixed = false,
+                        }
+                    }
+                    if fixed && !checks.is_empty() {
+                        let status = site as i32 + 1;
+                        out.push((h, quote!(if !(#(#checks)&&*) { return #status; })));
+                    }
+                }
+                n => stack.extend(n.operands()),
+            }
+        }
+        out
+    }
+
     fn reduce(
         &self,
         h: Handle<Node>,
@@ -719,7 +778,20 @@ impl<'a> Body<'a> {
         arg: Handle<Node>,
         ty: ScalarType,
     ) -> Result<TokenStream, AotError> {
-        let x = self.value(arg, None)?;
+        // Checked reads whose subscripts stay fixed over the reduction (a
+        // later key's row, `passfold_dsl::jam`) are checked once, before it:
+        // a check inside would keep LLVM from vectorizing the loop.
+        let hoisted = self.invariant_checks(arg, axes);
+        let mut prechecks = TokenStream::new();
+        for (load, check) in &hoisted {
+            self.prechecked.borrow_mut().insert(load.index());
+            prechecks.extend(check.clone());
+        }
+        let x = self.value(arg, None);
+        for (load, _) in &hoisted {
+            self.prechecked.borrow_mut().remove(&load.index());
+        }
+        let x = x?;
         let wrap = |inner: TokenStream| {
             axes.iter().rev().fold(inner, |inner, &e| {
                 let i = index_ident(e);
@@ -818,6 +890,7 @@ impl<'a> Body<'a> {
                 acc
             })
         };
+        let total = quote!({ #prechecks #total });
         if op != ReduceOp::Mean {
             return Ok(total);
         }

@@ -9,7 +9,7 @@
 //! (`passfold_dsl::Layout`), which is what makes calling the kernel sound.
 
 use crate::CallError;
-use passfold_dsl::{Kernel, Layout, ScalarType, TensorKind};
+use passfold_dsl::{Kernel, ScalarType, TensorKind};
 use std::marker::PhantomData;
 
 /// The data of a tensor argument: a slice of one element type, shared
@@ -243,10 +243,6 @@ pub(crate) struct Frame<'a> {
     _borrow: PhantomData<&'a mut ()>,
 }
 
-/// Validates a call and builds its frame.
-///
-/// `args` are in `Kernel::arguments` order; `extents` holds explicit
-/// bindings (by extent index), which take part in the consistency checks.
 /// The extents a call binds (by extent id), after the checks of [`prepare`]
 /// on argument count and each argument.
 pub(crate) fn extents_of(
@@ -254,29 +250,33 @@ pub(crate) fn extents_of(
     args: &[Arg<'_>],
     explicit: &[Option<i64>],
 ) -> Result<Vec<i64>, CallError> {
-    let ids: Vec<usize> = kernel.arguments().map(|t| t.0 as usize).collect();
-    if args.len() != ids.len() {
+    let n_args = kernel.arguments().count();
+    if args.len() != n_args {
         return Err(CallError::ArgCount {
-            expected: ids.len(),
+            expected: n_args,
             found: args.len(),
         });
     }
-    for (arg, &t) in args.iter().zip(&ids) {
-        check_arg(kernel, t, arg)?;
+    for (arg, t) in args.iter().zip(kernel.arguments()) {
+        check_arg(kernel, t.0 as usize, arg)?;
     }
-    bind_extents(kernel, args, &ids, explicit)
+    bind_extents(kernel, args, explicit)
 }
 
+/// Validates a call and builds its frame.
+///
+/// `args` are in `Kernel::arguments` order; `extents` holds explicit
+/// bindings (by extent index), which take part in the consistency checks.
 pub(crate) fn prepare<'a>(
     kernel: &Kernel,
     args: Vec<Arg<'a>>,
     explicit: &[Option<i64>],
     params: &[f64],
 ) -> Result<Frame<'a>, CallError> {
-    let ids: Vec<usize> = kernel.arguments().map(|t| t.0 as usize).collect();
-    if args.len() != ids.len() {
+    let n_args = kernel.arguments().count();
+    if args.len() != n_args {
         return Err(CallError::ArgCount {
-            expected: ids.len(),
+            expected: n_args,
             found: args.len(),
         });
     }
@@ -286,36 +286,44 @@ pub(crate) fn prepare<'a>(
             found: params.len(),
         });
     }
-    for (arg, &t) in args.iter().zip(&ids) {
-        check_arg(kernel, t, arg)?;
+    for (arg, t) in args.iter().zip(kernel.arguments()) {
+        check_arg(kernel, t.0 as usize, arg)?;
     }
-    let extents = bind_extents(kernel, &args, &ids, explicit)?;
-    let mut lens = Vec::with_capacity(kernel.tensors.len());
-    for t in &kernel.tensors {
-        lens.push(tensor_len(t, &extents).ok_or_else(|| CallError::TooLarge {
-            name: t.name.clone(),
-        })?);
-    }
-    for (arg, &t) in args.iter().zip(&ids) {
-        let tensor = &kernel.tensors[t];
+    let extents = bind_extents(kernel, &args, explicit)?;
+    for (arg, t) in args.iter().zip(kernel.arguments()) {
+        let tensor = &kernel.tensors[t.0 as usize];
+        let mut elements: i64 = 1;
         for (d, (dim, &given)) in tensor.dims.iter().zip(&arg.shape).enumerate() {
-            // Every dimension's layout exists: `tensor_len` computed them.
-            let len = dim.layout(&extents).map_or(-1, |(_, n)| n);
-            if i64::try_from(given).ok() != Some(len) {
-                return Err(CallError::DimMismatch {
-                    arg: tensor.name.clone(),
-                    dim: d,
-                    form: passfold_dsl::lower::affine_text(&tensor.dims[d].0, &kernel.extents),
-                    expected: len,
-                    found: given,
+            let len = dim.layout(&extents).map(|(_, n)| n);
+            let Some(len) = len.filter(|n| i64::try_from(given).ok() == Some(*n)) else {
+                return Err(match len {
+                    None => CallError::TooLarge {
+                        name: tensor.name.clone(),
+                    },
+                    Some(len) => CallError::DimMismatch {
+                        arg: tensor.name.clone(),
+                        dim: d,
+                        form: passfold_dsl::lower::affine_text(&tensor.dims[d].0, &kernel.extents),
+                        expected: len,
+                        found: given,
+                    },
                 });
-            }
+            };
+            // The bound of `tensor_len`: the element count times 8 bytes
+            // fits an `isize`.
+            elements = elements
+                .checked_mul(len)
+                .filter(|n| n.checked_mul(8).is_some_and(|b| b <= isize::MAX as i64))
+                .ok_or_else(|| CallError::TooLarge {
+                    name: tensor.name.clone(),
+                })?;
         }
     }
     let mut tensors = vec![std::ptr::null_mut(); kernel.tensors.len()];
     let mut widened = Vec::new();
     let mut kept = Vec::new();
-    for (mut arg, &t) in args.into_iter().zip(&ids) {
+    for (mut arg, t) in args.into_iter().zip(kernel.arguments()) {
+        let t = t.0 as usize;
         tensors[t] = match arg.data.widened() {
             Some(mut w) => {
                 let p = w.as_mut_ptr() as *mut u8;
@@ -329,7 +337,7 @@ pub(crate) fn prepare<'a>(
             kept.push(arg.data);
         }
     }
-    let temps = alloc_temps(kernel, &lens, &mut tensors)?;
+    let temps = alloc_temps(kernel, &extents, &mut tensors)?;
     Ok(Frame {
         tensors,
         extents,
@@ -346,14 +354,6 @@ impl<'a> Frame<'a> {
     /// A frame for the same call over `rows`, with temporaries of its own
     /// (so parallel parts of one call never share scratch memory).
     pub fn fork(&self, kernel: &Kernel, rows: [i64; 2]) -> Result<Frame<'a>, CallError> {
-        let mut layouts = Vec::with_capacity(kernel.tensors.len());
-        for t in &kernel.tensors {
-            layouts.push(
-                Layout::compute(t, &self.extents).ok_or_else(|| CallError::TooLarge {
-                    name: t.name.clone(),
-                })?,
-            );
-        }
         // Temporaries of its own: the parent's are not shared.
         let mut tensors = self.tensors.clone();
         for (p, t) in tensors.iter_mut().zip(&kernel.tensors) {
@@ -361,8 +361,7 @@ impl<'a> Frame<'a> {
                 *p = std::ptr::null_mut();
             }
         }
-        let lens: Vec<i64> = layouts.iter().map(|l| l.len).collect();
-        let temps = alloc_temps(kernel, &lens, &mut tensors)?;
+        let temps = alloc_temps(kernel, &self.extents, &mut tensors)?;
         Ok(Frame {
             tensors,
             extents: self.extents.clone(),
@@ -390,21 +389,12 @@ impl<'a> Frame<'a> {
     ) -> Result<Vec<Frame<'a>>, CallError> {
         let mut extents = self.extents.clone();
         extents.resize(split.extents.len(), threads as i64);
-        let mut layouts = Vec::with_capacity(split.tensors.len());
-        for t in &split.tensors {
-            layouts.push(
-                Layout::compute(t, &extents).ok_or_else(|| CallError::TooLarge {
-                    name: t.name.clone(),
-                })?,
-            );
-        }
         let mut tensors = self.tensors.clone();
         tensors.resize(split.tensors.len(), std::ptr::null_mut());
         // The plan's temporaries are this frame's, shared by the threads
         // (each writes its own chunk, their layouts do not depend on the
         // thread count); only the partial-state slots are new.
-        let lens: Vec<i64> = layouts.iter().map(|l| l.len).collect();
-        let temps = alloc_temps(split, &lens, &mut tensors)?;
+        let temps = alloc_temps(split, &extents, &mut tensors)?;
         let mut frames = Vec::with_capacity(threads);
         let mut temps = Some(temps);
         for t in 0..threads {
@@ -419,7 +409,7 @@ impl<'a> Frame<'a> {
                     let p = p.0 as usize;
                     tensors[p] = std::ptr::null_mut();
                 }
-                let mut mine = alloc_temps(split, &lens, &mut tensors)?;
+                let mut mine = alloc_temps(split, &extents, &mut tensors)?;
                 own.append(&mut mine);
             }
             frames.push(Frame {
@@ -515,13 +505,17 @@ fn tensor_len(tensor: &passfold_dsl::Tensor, extents: &[i64]) -> Option<i64> {
 const LINE_WORDS: usize = 8;
 
 /// Allocates scratch for every temporary that `tensors` does not point at
-/// yet, and points `tensors` at it.
+/// yet, all in one pooled buffer, and points `tensors` at it. Each
+/// temporary starts on a cache line and is followed by at least one line
+/// of slack, so threads updating private copies (split rows) never write
+/// one line.
 fn alloc_temps(
     kernel: &Kernel,
-    lens: &[i64],
+    extents: &[i64],
     tensors: &mut [*mut u8],
 ) -> Result<Vec<Vec<u64>>, CallError> {
-    let mut temps = Vec::new();
+    let mut words = 0usize;
+    let mut placed = Vec::new();
     for (t, tensor) in kernel.tensors.iter().enumerate() {
         if tensor.kind != TensorKind::Temp || !tensors[t].is_null() {
             continue;
@@ -529,27 +523,38 @@ fn alloc_temps(
         let too_large = || CallError::TooLarge {
             name: tensor.name.clone(),
         };
-        let bytes = usize::try_from(lens[t])
+        let len = tensor_len(tensor, extents).ok_or_else(too_large)?;
+        let bytes = usize::try_from(len)
             .ok()
             .and_then(|n| n.checked_mul(tensor.ty.size_bytes()))
             .ok_or_else(too_large)?;
-        // A cache line of slack on each side: the tensor starts on a line
-        // of its own and no other buffer shares its last line, so threads
-        // updating their private copies (split rows) never write one line.
-        let words = bytes
-            .div_ceil(8)
-            .checked_add(2 * LINE_WORDS)
+        placed.push((t, words));
+        words = bytes
+            .div_ceil(8 * LINE_WORDS)
+            .checked_add(1)
+            .and_then(|lines| lines.checked_mul(LINE_WORDS))
+            .and_then(|w| w.checked_add(words))
             .ok_or_else(too_large)?;
-        let mut buf = take_buffer(words).ok_or_else(|| CallError::Alloc {
-            tensor: tensor.name.clone(),
-            bytes,
-        })?;
-        let misalign = (buf.as_ptr() as usize / 8) % LINE_WORDS;
-        let skip = (LINE_WORDS - misalign) % LINE_WORDS;
-        tensors[t] = buf[skip..].as_mut_ptr() as *mut u8;
-        temps.push(buf);
     }
-    Ok(temps)
+    let Some(&(t0, _)) = placed.first() else {
+        return Ok(Vec::new());
+    };
+    // One line more, to reach the first line boundary.
+    let total = words
+        .checked_add(LINE_WORDS)
+        .ok_or_else(|| CallError::TooLarge {
+            name: kernel.tensors[t0].name.clone(),
+        })?;
+    let mut buf = take_buffer(total).ok_or_else(|| CallError::Alloc {
+        tensor: kernel.tensors[t0].name.clone(),
+        bytes: total.saturating_mul(8),
+    })?;
+    let misalign = (buf.as_ptr() as usize / 8) % LINE_WORDS;
+    let first = (LINE_WORDS - misalign) % LINE_WORDS;
+    for (t, offset) in placed {
+        tensors[t] = buf[first + offset..].as_mut_ptr() as *mut u8;
+    }
+    Ok(vec![buf])
 }
 
 /// Type, mutability, rank and length of one argument.
@@ -598,7 +603,6 @@ fn check_arg(kernel: &Kernel, t: usize, arg: &Arg<'_>) -> Result<(), CallError> 
 fn bind_extents(
     kernel: &Kernel,
     args: &[Arg<'_>],
-    ids: &[usize],
     explicit: &[Option<i64>],
 ) -> Result<Vec<i64>, CallError> {
     // Each bound value and the tensor that bound it (`None`: an explicit
@@ -606,7 +610,8 @@ fn bind_extents(
     let mut bound: Vec<Option<(i64, Option<usize>)>> =
         explicit.iter().map(|v| v.map(|v| (v, None))).collect();
     bound.resize(kernel.extents.len(), None);
-    for (arg, &t) in args.iter().zip(ids) {
+    for (arg, t) in args.iter().zip(kernel.arguments()) {
+        let t = t.0 as usize;
         let tensor = &kernel.tensors[t];
         for (d, (dim, &given)) in tensor.dims.iter().zip(&arg.shape).enumerate() {
             let Some(e) = dim.0.as_var() else { continue };
