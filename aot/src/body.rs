@@ -50,6 +50,9 @@ pub(crate) struct Body<'a> {
     /// Loads whose range checks a reduction around them made once, before
     /// its loop (their subscripts do not move with it).
     pub prechecked: std::cell::RefCell<std::collections::HashSet<usize>>,
+    /// Loads a reduction around them reads from a row slice it took before
+    /// its loop: the expression that reads the element.
+    pub sliced: std::cell::RefCell<std::collections::HashMap<usize, TokenStream>>,
 }
 
 pub(crate) fn rust_type(ty: ScalarType) -> TokenStream {
@@ -503,6 +506,9 @@ impl<'a> Body<'a> {
                     quote!(#v)
                 }
             },
+            Node::Load { .. } if self.sliced.borrow().contains_key(&h.index()) => {
+                self.sliced.borrow()[&h.index()].clone()
+            }
             Node::Load { tensor, index } => match lanes.and_then(|l| l.chunk_of[h.index()]) {
                 Some(c) => {
                     let c = format_ident!("c{}", c);
@@ -770,6 +776,106 @@ impl<'a> Body<'a> {
         out
     }
 
+    /// The loads under `root` (outside nested reductions) that a reduction
+    /// over `axis` can read from row slices: contiguous along `axis` (their
+    /// last subscript, exactly the dimension's), every other subscript fixed
+    /// over the reduction and needing no check (or checked before it), no
+    /// gathers; `None` when `root` reads anything else that moves with
+    /// `axis`. Each load with the statement that takes its row:
+    /// `let rowN: &[T] = &tN[start..start + len];`.
+    fn row_slices(
+        &self,
+        root: Handle<Node>,
+        axis: ExtentId,
+    ) -> Option<Vec<(Handle<Node>, proc_macro2::Ident, TokenStream)>> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![root];
+        while let Some(h) = stack.pop() {
+            if !seen.insert(h.index()) {
+                continue;
+            }
+            match &self.k.nodes[h] {
+                Node::IndexValue(e) if *e == axis => return None,
+                Node::Reduce { arg, .. } => {
+                    if self.free_of(*arg, axis) {
+                        continue;
+                    }
+                    return None;
+                }
+                Node::Load { tensor, index } => {
+                    let info = self.k.tensor(*tensor);
+                    let moves = index.iter().any(|i| match i {
+                        Index::Affine(a) => a.terms.iter().any(|(v, _)| *v == axis),
+                        Index::Gather(_) => true,
+                    });
+                    if !moves {
+                        continue;
+                    }
+                    let (last, outer) = index.split_last()?;
+                    let d_last = index.len() - 1;
+                    let Index::Affine(a) = last else { return None };
+                    if a.as_var() != Some(axis) || *a != info.dims[d_last].0 {
+                        return None;
+                    }
+                    let t = tensor.0 as usize;
+                    let mut offset = Vec::new();
+                    for (d, idx) in outer.iter().enumerate() {
+                        let Index::Affine(a) = idx else { return None };
+                        if a.terms.iter().any(|(v, _)| *v == axis) {
+                            return None;
+                        }
+                        let exact = *a == info.dims[d].0;
+                        if !exact
+                            && (info.pad.is_some()
+                                || !self.prechecked.borrow().contains(&h.index()))
+                        {
+                            return None;
+                        }
+                        let (o, _, st) = layout_idents(t, d);
+                        let value = affine_expr(a);
+                        offset.push(quote!((#value + #o) * #st));
+                    }
+                    // The row starts at `axis = 0` (the last stride is 1).
+                    let (o, l, _) = layout_idents(t, d_last);
+                    let name = tensor_ident(t);
+                    let row = format_ident!("row{}", h.index());
+                    let start = quote!((#(#offset +)* #o) as usize);
+                    out.push((
+                        h,
+                        row.clone(),
+                        quote!(let #row = &#name[#start..#start + (#l as usize)];),
+                    ));
+                }
+                n => stack.extend(n.operands()),
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether `root` does not depend on the index `axis`.
+    fn free_of(&self, root: Handle<Node>, axis: ExtentId) -> bool {
+        let mut stack = vec![root];
+        while let Some(h) = stack.pop() {
+            match &self.k.nodes[h] {
+                Node::IndexValue(e) if *e == axis => return false,
+                Node::Load { index, .. } => {
+                    for i in index {
+                        match i {
+                            Index::Affine(a) if a.terms.iter().any(|(v, _)| *v == axis) => {
+                                return false;
+                            }
+                            Index::Affine(_) => {}
+                            Index::Gather(g) => stack.push(*g),
+                        }
+                    }
+                }
+                n => stack.extend(n.operands()),
+            }
+        }
+        true
+    }
+
     fn reduce(
         &self,
         h: Handle<Node>,
@@ -787,11 +893,24 @@ impl<'a> Body<'a> {
             self.prechecked.borrow_mut().insert(load.index());
             prechecks.extend(check.clone());
         }
-        let x = self.value(arg, None);
+        let total = self.reduce_checked(h, op, axes, arg, ty);
         for (load, _) in &hoisted {
             self.prechecked.borrow_mut().remove(&load.index());
         }
-        let x = x?;
+        let total = total?;
+        Ok(quote!({ #prechecks #total }))
+    }
+
+    /// [`Body::reduce`] with its fixed reads checked already.
+    fn reduce_checked(
+        &self,
+        h: Handle<Node>,
+        op: ReduceOp,
+        axes: &[ExtentId],
+        arg: Handle<Node>,
+        ty: ScalarType,
+    ) -> Result<TokenStream, AotError> {
+        let x = self.value(arg, None)?;
         let wrap = |inner: TokenStream| {
             axes.iter().rev().fold(inner, |inner, &e| {
                 let i = index_ident(e);
@@ -840,7 +959,72 @@ impl<'a> Body<'a> {
         };
         let t = rust_type(ty);
         let body = wrap(quote!(let x: #t = #x; acc = #combine;));
-        let total = if let ([e], false, false) = (axes, is_int, self.scalar) {
+        let rows = match (axes, is_int, self.scalar) {
+            ([e], false, false) => self.row_slices(arg, *e).filter(|r| !r.is_empty()),
+            _ => None,
+        };
+        let total = if let (Some(rows), [e]) = (rows, axes) {
+            // Rows taken once, read in fixed-width chunks: no bounds check
+            // per element, so LLVM vectorizes the lanes.
+            let w = self.lanes(ty);
+            let len = extent_ident(*e);
+            let row_lets = rows.iter().map(|r| &r.2);
+            let chunk_lets = rows.iter().map(|(h, row, _)| {
+                let c = format_ident!("chunk{}", h.index());
+                quote!(let #c = &#row[base..base + #w];)
+            });
+            let emit_with = |read: &dyn Fn(Handle<Node>, &proc_macro2::Ident) -> TokenStream| {
+                for (h, row, _) in &rows {
+                    self.sliced.borrow_mut().insert(h.index(), read(*h, row));
+                }
+                let x = self.value(arg, None);
+                for (h, _, _) in &rows {
+                    self.sliced.borrow_mut().remove(&h.index());
+                }
+                x
+            };
+            let x_lane = emit_with(&|h, _| {
+                let c = format_ident!("chunk{}", h.index());
+                quote!(#c[l])
+            })?;
+            let x_tail = emit_with(&|_, row| quote!(#row[r]))?;
+            let lane_combine = match op {
+                ReduceOp::Max | ReduceOp::Min => {
+                    let f = self.math(ty, if op == ReduceOp::Max { "max" } else { "min" });
+                    quote!(#f(accs[l], accs[l + half]))
+                }
+                _ => quote!(accs[l] + accs[l + half]),
+            };
+            quote!({
+                let n: usize = (#len).max(0) as usize;
+                #(#row_lets)*
+                let full: usize = n - n % #w;
+                let mut accs: [#t; #w] = [#init; #w];
+                let mut base: usize = 0;
+                while base < full {
+                    #(#chunk_lets)*
+                    for l in 0..#w {
+                        let x: #t = #x_lane;
+                        let acc = accs[l];
+                        accs[l] = #combine;
+                    }
+                    base += #w;
+                }
+                let mut half = #w / 2;
+                while half > 0 {
+                    for l in 0..half {
+                        accs[l] = #lane_combine;
+                    }
+                    half /= 2;
+                }
+                let mut acc: #t = accs[0];
+                for r in full..n {
+                    let x: #t = #x_tail;
+                    acc = #combine;
+                }
+                acc
+            })
+        } else if let ([e], false, false) = (axes, is_int, self.scalar) {
             // One accumulator per lane over chunks of the index, merged
             // pairwise, then the tail: independent chains LLVM can keep in
             // flight (or vectorize) where one `acc + x` chain cannot be
@@ -890,7 +1074,6 @@ impl<'a> Body<'a> {
                 acc
             })
         };
-        let total = quote!({ #prechecks #total });
         if op != ReduceOp::Mean {
             return Ok(total);
         }

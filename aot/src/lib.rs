@@ -111,6 +111,7 @@ pub fn emit_items(plan: &Plan, opts: &Options) -> Result<TokenStream, AotError> 
         program: &plan.program,
         site_of,
         prechecked: Default::default(),
+        sliced: Default::default(),
         lanes_f32: LANES_F32,
         lanes_f64: LANES_F64,
         scalar: plan.scalar,

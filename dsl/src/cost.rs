@@ -31,33 +31,61 @@ pub const FFT: f64 = 11.0;
 
 /// The estimated work of `plan` with these extents (by extent id).
 pub fn work(plan: &Plan, extents: &[i64]) -> f64 {
-    ops_work(&plan.kernel, &plan.program.body, extents)
+    ops_work(&plan.kernel, &plan.program.body, extents, &[])
 }
 
 fn extent(extents: &[i64], e: ExtentId) -> f64 {
     extents.get(e.0 as usize).copied().unwrap_or(0).max(0) as f64
 }
 
-fn ops_work(kernel: &Kernel, ops: &[Op], extents: &[i64]) -> f64 {
+/// `blocks`: the enclosing blocked loops (`LoopCode::Blocks`) and their
+/// block sizes; a ranged loop over a blocked index runs at most one block.
+/// The top-level branches of a block's body (its full-block test, its
+/// `-inf` guard) count in full, other branches a quarter.
+fn ops_work(kernel: &Kernel, ops: &[Op], extents: &[i64], blocks: &[(ExtentId, f64)]) -> f64 {
+    ops_work_in(kernel, ops, extents, blocks, false)
+}
+
+fn ops_work_in(
+    kernel: &Kernel,
+    ops: &[Op],
+    extents: &[i64],
+    blocks: &[(ExtentId, f64)],
+    block_body: bool,
+) -> f64 {
     let mut total = 0.0;
     for op in ops {
         total += match op {
             Op::Barrier => 0.0,
             Op::Loop {
-                index, range, body, ..
+                index,
+                range,
+                body,
+                code,
+                ..
             } => {
                 let n = extent(extents, *index);
+                let block = blocks.iter().rev().find(|(e, _)| e == index).map(|b| b.1);
                 let trips = match range {
                     Some((a, b)) => match (&kernel.nodes[*a], &kernel.nodes[*b]) {
                         (Node::ConstInt(a), Node::ConstInt(b)) => ((*b - *a).max(0) as f64).min(n),
-                        _ => n,
+                        _ => block.map_or(n, |size| size.min(n)),
                     },
                     None => n,
                 };
-                trips * ops_work(kernel, body, extents)
+                if let crate::vector::LoopCode::Blocks(size) = code {
+                    let size = f64::from((*size).max(1));
+                    let mut inner = blocks.to_vec();
+                    inner.push((*index, size));
+                    (trips / size).ceil() * ops_work_in(kernel, body, extents, &inner, true)
+                } else {
+                    trips * ops_work(kernel, body, extents, blocks)
+                }
             }
             Op::If { cond, then } => {
-                node_work(kernel, *cond, extents) + 0.25 * ops_work(kernel, then, extents)
+                let share = if block_body { 1.0 } else { 0.25 };
+                node_work(kernel, *cond, extents)
+                    + share * ops_work_in(kernel, then, extents, blocks, false)
             }
             Op::Set { value, .. } | Op::Store { value, .. } => {
                 1.0 + node_work(kernel, *value, extents)

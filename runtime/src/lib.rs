@@ -120,6 +120,15 @@ fn resolve_fixed(kernel: &Kernel, fixed: &[(&str, i64)]) -> Result<Vec<Option<i6
     Ok(out)
 }
 
+/// The least estimated work ([`passfold_dsl::cost::work`], scalar
+/// operations) of a call whose row [`CompiledKernel::call_threads`] splits
+/// across threads. Measured here with `passfold bench --threads 1|2`: rows
+/// of about 0.3 ms on one thread break even, which the model puts at 2.0e7
+/// for attention decode (8,192 keys) and 5.8e6 for softmax (262,144
+/// elements); shorter rows run slower split, since the threads start per
+/// call.
+pub const SPLIT_MIN_WORK: f64 = 1.0e7;
+
 /// A kernel compiled to machine code, ready to call.
 pub struct CompiledKernel {
     /// The extents baked into the code (`compile_specialized`), by extent.
@@ -201,15 +210,29 @@ impl CompiledKernel {
     /// each row on all threads: each reduces a chunk to partial states that
     /// merge by the accumulators' combine laws. Those results are the same
     /// on every call with the same thread count, and differ from other
-    /// thread counts by the rounding of regrouped sums. Otherwise the call
-    /// runs on one thread.
+    /// thread counts by the rounding of regrouped sums. A row is split only
+    /// when the plan's estimated work at the call's extents
+    /// ([`passfold_dsl::cost::work`]) is at least [`SPLIT_MIN_WORK`]:
+    /// below that, starting the threads costs more than they save.
+    /// Otherwise the call runs on one thread.
     pub fn call_threads(
         &self,
         args: Vec<Arg<'_>>,
         params: &[f64],
         threads: usize,
     ) -> Result<(), CallError> {
-        self.run_threads(args, &[], params, threads)
+        self.run_threads(args, &[], params, threads, false)
+    }
+
+    /// [`CompiledKernel::call_threads`], but a row the plan can split is
+    /// split at any size (for tests and measurements of the split code).
+    pub fn call_split(
+        &self,
+        args: Vec<Arg<'_>>,
+        params: &[f64],
+        threads: usize,
+    ) -> Result<(), CallError> {
+        self.run_threads(args, &[], params, threads, true)
     }
 
     /// Whether calls can split rows over threads.
@@ -223,7 +246,7 @@ impl CompiledKernel {
         extents: &[Option<i64>],
         params: &[f64],
     ) -> Result<(), CallError> {
-        self.run_threads(args, extents, params, 1)
+        self.run_threads(args, extents, params, 1, false)
     }
 
     fn run_threads(
@@ -232,12 +255,13 @@ impl CompiledKernel {
         extents: &[Option<i64>],
         params: &[f64],
         threads: usize,
+        always_split: bool,
     ) -> Result<(), CallError> {
         if let Some(v) = &self.variant {
             let bound = args::extents_of(&self.kernel, &args, extents)?;
             if self.plan.prefers_variant(&bound) {
                 // Computes every row at once: one thread.
-                return v.run_threads(args, extents, params, 1);
+                return v.run_threads(args, extents, params, 1, false);
             }
         }
         let mut frame = args::prepare(&self.kernel, args, extents, params)?;
@@ -260,6 +284,8 @@ impl CompiledKernel {
         };
         if threads > 1
             && rows < threads as i64
+            && (always_split
+                || passfold_dsl::cost::work(&self.plan, &frame.extents) >= SPLIT_MIN_WORK)
             && let Ok((code, split, private)) = self.split_code()
         {
             let counter = std::sync::atomic::AtomicI64::new(0);

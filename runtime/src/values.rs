@@ -14,7 +14,9 @@ impl CompiledKernel {
     /// Calls the kernel on values given as `f64` (one buffer per argument in
     /// `Kernel::arguments` order, converted to each tensor's type; an empty
     /// buffer stands for zeros), with the shapes the extents give, and
-    /// returns every argument after the call as `f64`.
+    /// returns every argument after the call as `f64`. With more than one
+    /// thread, a row is split at any size ([`CompiledKernel::call_split`]),
+    /// so tests reach the split code on small rows.
     pub fn call_f64(
         &self,
         extents: &[i64],
@@ -52,7 +54,7 @@ impl CompiledKernel {
                 Buf::I32(v) => Arg::new(v.as_mut_slice(), shape),
             })
             .collect();
-        self.call_threads(call_args, params, threads)?;
+        self.call_split(call_args, params, threads)?;
         Ok(bufs
             .into_iter()
             .map(|(b, _)| match b {

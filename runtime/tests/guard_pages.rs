@@ -203,7 +203,7 @@ fn catalogue_never_touches_memory_outside_its_buffers() {
                             .collect();
                         // A gather of an empty dimension is refused before or
                         // during the run; either way nothing may fault.
-                        let _ = jit.call_threads(args, &params, threads);
+                        let _ = jit.call_split(args, &params, threads);
                         runs += 1;
                     }
                 }

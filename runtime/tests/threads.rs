@@ -188,3 +188,39 @@ fn one_row_splits_across_threads() {
         );
     }
 }
+
+/// `call_threads` splits a row only when the plan's estimated work reaches
+/// `SPLIT_MIN_WORK`: a short softmax row on two threads gives the
+/// one-thread bits (not split), a long one gives exactly what the forced
+/// split (`call_split`) gives.
+#[test]
+fn short_rows_do_not_split() {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../kernels/softmax.pf"
+    ))
+    .unwrap();
+    let plan = common::plan_with(&src, &LowerOptions::default(), PlanOptions::default());
+    let jit = compile(&plan).unwrap();
+    assert!(jit.row_splits().is_ok());
+    let run = |n: usize, how: &str| -> Vec<f32> {
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 50.0).collect();
+        let mut y = vec![0f32; n];
+        let args = vec![Arg::new(&x[..], &[1, n]), Arg::new(&mut y[..], &[1, n])];
+        match how {
+            "one" => jit.call_threads(args, &[], 1),
+            "two" => jit.call_threads(args, &[], 2),
+            _ => jit.call_split(args, &[], 2),
+        }
+        .unwrap();
+        y
+    };
+    let work = |n: i64| passfold_dsl::cost::work(&plan, &[1, n]);
+    let short = 1000;
+    assert!(work(short as i64) < passfold_runtime::SPLIT_MIN_WORK);
+    let one = run(short, "one");
+    assert_eq!(run(short, "two"), one);
+    let long = 1 << 20;
+    assert!(work(long as i64) >= passfold_runtime::SPLIT_MIN_WORK);
+    assert_eq!(run(long, "two"), run(long, "split"));
+}

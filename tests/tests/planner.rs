@@ -433,3 +433,27 @@ fn plans_round_trip_through_json() {
         }
     }
 }
+
+/// The work estimate (`dsl::cost::work`) grows linearly with the swept
+/// length for blocked sweeps (`[blocks of 1024]`, the grouped attention
+/// sweep `[blocks of 4]`): a block loop runs `len / block` times and the
+/// ranged loops inside it one block each.
+#[test]
+fn work_estimate_is_linear_in_blocked_sweeps() {
+    for (name, swept) in [("logsumexp", "i"), ("attention", "j"), ("layer_norm", "i")] {
+        let entry = passfold_kernels::get(name).expect("in the catalogue");
+        let kernel = passfold_dsl::check(entry.source, &LowerOptions::default()).expect("checks");
+        let plan = passfold_dsl::plan(&kernel, PlanOptions::default());
+        assert!(plan.to_string().contains("[blocks of"), "{name}");
+        let at = |n: i64| {
+            let extents: Vec<i64> = kernel
+                .extents
+                .iter()
+                .map(|e| if e.name == swept { n } else { 8 })
+                .collect();
+            passfold_dsl::cost::work(&plan, &extents)
+        };
+        let ratio = at(1 << 16) / at(1 << 15);
+        assert!((1.9..=2.1).contains(&ratio), "{name}: {ratio}");
+    }
+}
