@@ -79,6 +79,22 @@ fn vector_flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
+/// Flags of a vector load of `tensor` in a vector loop's body: a kernel
+/// input is never written while the kernel runs, so its loads are pure
+/// (`readonly`, `can_move`): Cranelift places each at its first use instead
+/// of keeping every copy's loads in program order ahead of the arithmetic
+/// (which kept three loaded vectors live across a copy's `exp` and spilled
+/// them). The addresses are valid wherever the loop body runs; a load whose
+/// address moves with the loop (a loop-carried pointer, the element index)
+/// cannot leave the loop.
+fn input_load_flags(k: &passfold_dsl::Kernel, tensor: passfold_dsl::TensorId) -> MemFlagsData {
+    if k.tensor(tensor).kind == passfold_dsl::TensorKind::Input {
+        vector_flags().with_readonly().with_can_move()
+    } else {
+        vector_flags()
+    }
+}
+
 impl Lanes {
     pub fn new(index: ExtentId, elem: ScalarType, vary: Vec<bool>) -> Self {
         let (vty, mty, width) = if elem == ScalarType::F64 {
@@ -247,7 +263,8 @@ impl Emitter<'_, '_> {
                 let size = self.k.tensor(*tensor).ty.size_bytes() as i64;
                 let ptr = self.b.use_var(l.ptrs[&h.index()]);
                 let offset = i32::try_from(l.copy * size).unwrap_or(i32::MAX);
-                self.b.ins().load(l.vty, vector_flags(), ptr, offset)
+                let flags = input_load_flags(self.k, *tensor);
+                self.b.ins().load(l.vty, flags, ptr, offset)
             }
             Node::Load { tensor, index } if l.rows.contains_key(&h.index()) => {
                 let t = tensor.0 as usize;
