@@ -172,6 +172,13 @@ fn check_value(
                             if a.terms.iter().any(|&(e, _)| e == index) {
                                 return Err(format!("a strided load of `{}`", t.name));
                             }
+                            // A padded tensor read outside its rows gives the
+                            // pad, element by element; vector code reads whole
+                            // rows unchecked. (Unpadded tensors are read so only
+                            // by plans, in range.)
+                            if t.pad.is_some() && *a != t.dims[d].0 {
+                                return Err(format!("a shifted row of padded `{}`", t.name));
+                            }
                         }
                     }
                 }

@@ -307,3 +307,47 @@ fn grouped_attention_sweeps_agree_with_the_interpreter() {
         assert!(cases > 1000, "{cases}");
     }
 }
+
+/// A padded tensor read at a shifted row (`x[i + 1, e]`) gives the pad for
+/// the row past the end, element by element: such loops stay scalar (vector
+/// code reads whole rows unchecked). Regression: the vector loop read the
+/// row after the caller's buffer. The input is a prefix of a larger buffer,
+/// so a read past it would see nonzero values.
+#[test]
+fn shifted_rows_of_padded_tensors_read_the_pad() {
+    let src = "kernel shift(x: f32[i, e] pad 0.0) -> (s: f32[i], y: f32[i, e]) {
+        s[i] = sum[e](x[i + 1, e]);
+        y[i, e] = x[i + 1, e] * 2.0;
+    }";
+    let kernel = passfold_dsl::check(src, &LowerOptions::default()).expect("checks");
+    let plan = passfold_dsl::plan(&kernel, PlanOptions::default());
+    let text = plan.to_string();
+    assert!(
+        text.contains("[scalar: a shifted row of padded `x`]"),
+        "{text}"
+    );
+    let jit = passfold_runtime::compile(&plan).expect("compiles");
+    let (rows, n) = (3usize, 64usize);
+    let big: Vec<f32> = (0..(rows + 1) * n).map(|v| v as f32 + 1.0).collect();
+    let mut s = vec![0f32; rows];
+    let mut y = vec![0f32; rows * n];
+    jit.call(
+        vec![
+            passfold_runtime::Arg::new(&big[..rows * n], &[rows, n]),
+            passfold_runtime::Arg::new(&mut s[..], &[rows]),
+            passfold_runtime::Arg::new(&mut y[..], &[rows, n]),
+        ],
+        &[],
+    )
+    .expect("runs");
+    for r in 0..rows {
+        let next: Vec<f32> = if r + 1 < rows {
+            big[(r + 1) * n..(r + 2) * n].to_vec()
+        } else {
+            vec![0.0; n]
+        };
+        assert_eq!(s[r], next.iter().sum::<f32>(), "row {r}");
+        let want: Vec<f32> = next.iter().map(|v| v * 2.0).collect();
+        assert_eq!(&y[r * n..(r + 1) * n], &want[..], "row {r}");
+    }
+}
