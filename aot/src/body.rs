@@ -901,6 +901,17 @@ impl<'a> Body<'a> {
         Ok(quote!({ #prechecks #total }))
     }
 
+    /// Merges lane `l + half` of a reduction's accumulators into lane `l`.
+    fn lane_combine(&self, op: ReduceOp, ty: ScalarType) -> TokenStream {
+        match op {
+            ReduceOp::Max | ReduceOp::Min => {
+                let f = self.math(ty, if op == ReduceOp::Max { "max" } else { "min" });
+                quote!(#f(accs[l], accs[l + half]))
+            }
+            _ => quote!(accs[l] + accs[l + half]),
+        }
+    }
+
     /// [`Body::reduce`] with its fixed reads checked already.
     fn reduce_checked(
         &self,
@@ -988,13 +999,7 @@ impl<'a> Body<'a> {
                 quote!(#c[l])
             })?;
             let x_tail = emit_with(&|_, row| quote!(#row[r]))?;
-            let lane_combine = match op {
-                ReduceOp::Max | ReduceOp::Min => {
-                    let f = self.math(ty, if op == ReduceOp::Max { "max" } else { "min" });
-                    quote!(#f(accs[l], accs[l + half]))
-                }
-                _ => quote!(accs[l] + accs[l + half]),
-            };
+            let lane_combine = self.lane_combine(op, ty);
             quote!({
                 let n: usize = (#len).max(0) as usize;
                 #(#row_lets)*
@@ -1032,13 +1037,7 @@ impl<'a> Body<'a> {
             let w = self.lanes(ty);
             let i = index_ident(*e);
             let len = extent_ident(*e);
-            let lane_combine = match op {
-                ReduceOp::Max | ReduceOp::Min => {
-                    let f = self.math(ty, if op == ReduceOp::Max { "max" } else { "min" });
-                    quote!(#f(accs[l], accs[l + half]))
-                }
-                _ => quote!(accs[l] + accs[l + half]),
-            };
+            let lane_combine = self.lane_combine(op, ty);
             quote!({
                 let n: i64 = #len;
                 let full: i64 = n - n % (#w as i64);

@@ -22,6 +22,7 @@
 //! sweep's states and laws (so it still splits across threads); the plan
 //! text shows it as `[blocks of 1024]`.
 
+use crate::arena::Handle;
 use crate::ir::*;
 use crate::lir::{AccState, Law, Op, Program, StateSlot, has_loop, sets_in as sets};
 use crate::rules::Rewriter;
@@ -117,23 +118,46 @@ fn block_range(
     (start, end)
 }
 
-/// The blocked body of one sweep, if it has the running-max shape.
-fn blocked(
-    rw: &mut Rewriter,
-    program: &mut Program,
-    e: ExtentId,
+/// A sweep body of the running-max shape (what the exp-shift rule's
+/// running max emits): temporaries only, one of them `new = max(acc, x)`
+/// with `acc` a max state of the sweep; one `if new != acc { rescale }`;
+/// then the terms. Shared by [`blocked`] and `crate::jam`.
+pub(crate) struct RunningMax<'b> {
+    /// Position of the `if` in the body.
+    pub at_if: usize,
+    /// Its condition and branch.
+    pub cond: Handle<Node>,
+    pub then: &'b [Op],
+    /// The moved max and the running max.
+    pub new: VarId,
+    pub acc: VarId,
+    /// The max's position among the sweep's states.
+    pub max_at: usize,
+    /// Position of `new = max(acc, x)` among the temporaries, its value
+    /// and `x`.
+    pub at_new: usize,
+    pub new_value: Handle<Node>,
+    pub x: Handle<Node>,
+    /// The type of the max.
+    pub ty: ScalarType,
+    /// The states' variables.
+    pub state_vars: Vec<VarId>,
+}
+
+/// The running-max shape of `body`, if it has it (no state is set before
+/// the `if`; no top-k state).
+pub(crate) fn running_max_shape<'b>(
+    k: &Kernel,
     states: &[AccState],
-    body: &[Op],
-) -> Option<Vec<Op>> {
-    // One `if` at the top level, on `new != acc`.
+    body: &'b [Op],
+) -> Option<RunningMax<'b>> {
     let ifs: Vec<usize> = (0..body.len())
         .filter(|&i| matches!(body[i], Op::If { .. }))
         .collect();
-    let [p] = ifs[..] else { return None };
-    let Op::If { cond, then } = &body[p] else {
+    let [at_if] = ifs[..] else { return None };
+    let Op::If { cond, then } = &body[at_if] else {
         return None;
     };
-    let k = &rw.kernel;
     let Node::Cmp(CmpOp::Ne, a, b) = k.nodes[*cond] else {
         return None;
     };
@@ -141,14 +165,16 @@ fn blocked(
         return None;
     };
     let (new, acc) = (*new, *acc);
-    // `acc` is a max state of this sweep.
-    let max_at = states.iter().position(|s| {
-        s.law == Law::Max && s.slots.len() == 1 && s.slots[0] == StateSlot::Var(acc)
-    })?;
-    // Before the `if`: temporaries only, one of them `new = max(acc, x)`.
-    let pre = &body[..p];
-    let mut set_before = Vec::new();
-    sets(pre, &mut set_before);
+    let max_at = states
+        .iter()
+        .position(|s| s.law == Law::Max && s.slots == [StateSlot::Var(acc)])?;
+    if states.iter().any(|s| s.law == Law::None) {
+        return None;
+    }
+    let pre = &body[..at_if];
+    if !pre.iter().all(|op| matches!(op, Op::Set { .. })) {
+        return None;
+    }
     let state_vars: Vec<VarId> = states
         .iter()
         .flat_map(|s| &s.slots)
@@ -157,15 +183,9 @@ fn blocked(
             StateSlot::Array(..) => None,
         })
         .collect();
-    if set_before.iter().any(|v| state_vars.contains(v))
-        || states.iter().any(|s| {
-            s.slots.iter().any(|x| matches!(x, StateSlot::Array(..))) || s.law == Law::None
-        })
-        || body.iter().any(has_loop)
-    {
-        return None;
-    }
-    if !pre.iter().all(|op| matches!(op, Op::Set { .. })) {
+    let mut set_before = Vec::new();
+    sets(pre, &mut set_before);
+    if set_before.iter().any(|v| state_vars.contains(v)) {
         return None;
     }
     let at_new = pre
@@ -180,7 +200,50 @@ fn blocked(
     if k.nodes[m] != Node::Var(acc) {
         return None;
     }
-    let ty = k.ty(*value);
+    Some(RunningMax {
+        at_if,
+        cond: *cond,
+        then,
+        new,
+        acc,
+        max_at,
+        at_new,
+        new_value: *value,
+        x,
+        ty: k.ty(*value),
+        state_vars,
+    })
+}
+
+/// The blocked body of one sweep, if it has the running-max shape.
+fn blocked(
+    rw: &mut Rewriter,
+    program: &mut Program,
+    e: ExtentId,
+    states: &[AccState],
+    body: &[Op],
+) -> Option<Vec<Op>> {
+    let RunningMax {
+        at_if: p,
+        cond,
+        then,
+        new,
+        acc,
+        max_at,
+        at_new,
+        x,
+        ty,
+        ..
+    } = running_max_shape(&rw.kernel, states, body)?;
+    // Scalar states only, no inner loops.
+    if states
+        .iter()
+        .any(|s| s.slots.iter().any(|x| matches!(x, StateSlot::Array(..))))
+        || body.iter().any(has_loop)
+    {
+        return None;
+    }
+    let pre = &body[..p];
     let temps: Vec<Op> = pre
         .iter()
         .enumerate()
@@ -310,8 +373,8 @@ fn blocked(
             value: new_value,
         },
         Op::If {
-            cond: *cond,
-            then: then.clone(),
+            cond,
+            then: then.to_vec(),
         },
         second_loop,
     ])

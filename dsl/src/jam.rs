@@ -34,7 +34,7 @@
 
 use crate::arena::Handle;
 use crate::ir::*;
-use crate::lir::{AccState, Law, Op, Program, StateSlot, has_loop, sets_in};
+use crate::lir::{AccState, Op, Program, StateSlot, has_loop, sets_in};
 use crate::rules::Rewriter;
 use crate::vector::LoopCode;
 use std::collections::HashMap;
@@ -90,6 +90,18 @@ fn shiftable(k: &Kernel, root: Handle<Node>, e: ExtentId) -> bool {
         }
     }
     true
+}
+
+/// Whether `root` reads a variable that `which` picks.
+fn reads_var(k: &Kernel, root: Handle<Node>, which: impl Fn(VarId) -> bool) -> bool {
+    let mut stack = vec![root];
+    while let Some(h) = stack.pop() {
+        if matches!(k.nodes[h], Node::Var(v) if which(v)) {
+            return true;
+        }
+        stack.extend(k.nodes[h].operands());
+    }
+    false
 }
 
 /// Whether `root` loads `tensor`, and only at exactly `at`.
@@ -173,36 +185,20 @@ fn jammed(
 ) -> Option<Vec<Op>> {
     // The running-max shape: temporaries, one `if new != acc`, then the
     // terms' updates.
-    let ifs: Vec<usize> = (0..body.len())
-        .filter(|&i| matches!(body[i], Op::If { .. }))
-        .collect();
-    let [p] = ifs[..] else { return None };
-    let Op::If { cond, then } = &body[p] else {
-        return None;
-    };
+    let crate::block::RunningMax {
+        at_if: p,
+        cond,
+        then,
+        new,
+        acc,
+        at_new,
+        new_value,
+        x,
+        ty,
+        state_vars,
+        ..
+    } = crate::block::running_max_shape(&rw.kernel, states, body)?;
     let k = &rw.kernel;
-    let Node::Cmp(CmpOp::Ne, a, b) = k.nodes[*cond] else {
-        return None;
-    };
-    let (Node::Var(new), Node::Var(acc)) = (&k.nodes[a], &k.nodes[b]) else {
-        return None;
-    };
-    let (new, acc) = (*new, *acc);
-    if !states
-        .iter()
-        .any(|s| s.law == Law::Max && s.slots == [StateSlot::Var(acc)])
-        || states.iter().any(|s| s.law == Law::None)
-    {
-        return None;
-    }
-    let state_vars: Vec<VarId> = states
-        .iter()
-        .flat_map(|s| &s.slots)
-        .filter_map(|s| match s {
-            StateSlot::Var(v) => Some(*v),
-            StateSlot::Array(..) => None,
-        })
-        .collect();
     let scratch: Vec<TensorId> = states
         .iter()
         .flat_map(|s| &s.slots)
@@ -214,29 +210,9 @@ fn jammed(
     if scratch.is_empty() {
         return None;
     }
-    // Before the `if`: temporaries only, one of them `new = max(acc, x)`.
     let pre = &body[..p];
-    if !pre.iter().all(|op| matches!(op, Op::Set { .. })) {
-        return None;
-    }
-    let mut set_before = Vec::new();
-    sets_in(pre, &mut set_before);
-    if set_before.iter().any(|v| state_vars.contains(v)) {
-        return None;
-    }
-    let at_new = pre
-        .iter()
-        .position(|op| matches!(op, Op::Set { var, .. } if *var == new))?;
-    let Op::Set { value, .. } = &pre[at_new] else {
-        return None;
-    };
-    let Node::Binary(BinOp::Max, m, x) = k.nodes[*value] else {
-        return None;
-    };
-    if k.nodes[m] != Node::Var(acc) {
-        return None;
-    }
-    let ty = k.ty(*value);
+    let value = &new_value;
+
     // The branch does not depend on the element.
     let mut then_roots = Vec::new();
     crate::lir::value_roots(then, &mut then_roots);
@@ -274,43 +250,32 @@ fn jammed(
     }
     // The arguments move ahead of earlier elements' updates: they read no
     // state.
-    let reads_state = |h: Handle<Node>| {
-        let mut stack = vec![h];
-        while let Some(h) = stack.pop() {
-            if matches!(k.nodes[h], Node::Var(v) if state_vars.contains(&v)) {
-                return true;
-            }
-            stack.extend(k.nodes[h].operands());
-        }
-        false
-    };
+    let reads_state = |h| reads_var(k, h, |v| state_vars.contains(&v));
     let mut pre_roots = Vec::new();
     crate::lir::value_roots(pre, &mut pre_roots);
     if pre_roots.iter().any(|&h| h != *value && reads_state(h)) {
         return None;
     }
     // Only the branch reads `new` (the group's max replaces each element's).
-    let reads_new = |h: Handle<Node>| {
-        let mut stack = vec![h];
-        while let Some(h) = stack.pop() {
-            if k.nodes[h] == Node::Var(new) {
-                return true;
-            }
-            stack.extend(k.nodes[h].operands());
-        }
-        false
-    };
+    let reads_new = |h| reads_var(k, h, |v| v == new);
     if roots.iter().any(|&h| h != *value && reads_new(h))
         || updates.iter().any(|u| reads_new(u.value))
     {
         return None;
     }
 
-    // The temporaries each element of the group gets its own copy of.
+    // The temporaries each element of the group gets its own copy of; the
+    // branch, run once for the group, reads none of them.
     let mut temps = Vec::new();
     sets_in(pre, &mut temps);
     sets_in(sets, &mut temps);
     temps.retain(|v| *v != new && !state_vars.contains(v));
+    if then_roots
+        .iter()
+        .any(|&h| reads_var(k, h, |v| temps.contains(&v)))
+    {
+        return None;
+    }
     let mut group = Vec::new();
     let mut group_max = rw.var(acc, ty);
     let mut renames = Vec::new();
@@ -342,8 +307,8 @@ fn jammed(
         value: group_max,
     });
     group.push(Op::If {
-        cond: *cond,
-        then: then.clone(),
+        cond,
+        then: then.to_vec(),
     });
     // Then each element's terms, in order, against the group's max.
     for (u, renamed) in renames.iter().enumerate() {
