@@ -729,14 +729,8 @@ impl<'a> Body<'a> {
         axes: &[ExtentId],
     ) -> Vec<(Handle<Node>, TokenStream)> {
         let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut stack = vec![root];
-        while let Some(h) = stack.pop() {
-            if !seen.insert(h.index()) {
-                continue;
-            }
+        for h in self.nodes_under(root) {
             match &self.k.nodes[h] {
-                Node::Reduce { .. } => {}
                 Node::Load { tensor, index } => {
                     let info = self.k.tensor(*tensor);
                     let Some(site) = self.site_of[h.index()] else {
@@ -770,7 +764,26 @@ impl<'a> Body<'a> {
                         out.push((h, quote!(if !(#(#checks)&&*) { return #status; })));
                     }
                 }
-                n => stack.extend(n.operands()),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The nodes under `root`, each once: a nested reduction is listed but
+    /// not entered, nor are a load's gathered subscripts.
+    fn nodes_under(&self, root: Handle<Node>) -> Vec<Handle<Node>> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![root];
+        while let Some(h) = stack.pop() {
+            if !seen.insert(h.index()) {
+                continue;
+            }
+            out.push(h);
+            let node = &self.k.nodes[h];
+            if !matches!(node, Node::Reduce { .. } | Node::Load { .. }) {
+                stack.extend(node.operands());
             }
         }
         out
@@ -789,12 +802,7 @@ impl<'a> Body<'a> {
         axis: ExtentId,
     ) -> Option<Vec<(Handle<Node>, proc_macro2::Ident, TokenStream)>> {
         let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut stack = vec![root];
-        while let Some(h) = stack.pop() {
-            if !seen.insert(h.index()) {
-                continue;
-            }
+        for h in self.nodes_under(root) {
             match &self.k.nodes[h] {
                 Node::IndexValue(e) if *e == axis => return None,
                 Node::Reduce { arg, .. } => {
@@ -847,7 +855,7 @@ impl<'a> Body<'a> {
                         quote!(let #row = &#name[#start..#start + (#l as usize)];),
                     ));
                 }
-                n => stack.extend(n.operands()),
+                _ => {}
             }
         }
         Some(out)

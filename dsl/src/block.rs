@@ -34,38 +34,61 @@ pub const BLOCK: u32 = 1024;
 
 /// Rewrites every online sweep of `program` into blocks; returns how many.
 pub fn block_online_sweeps(rw: &mut Rewriter, program: &mut Program) -> usize {
+    rewrite_sweeps(rw, program, &mut |rw, program, e, states, body| {
+        blocked(rw, program, e, states, body)
+            .or_else(|| blocked_welford(rw, program, e, states, body))
+            .map(|body| (body, BLOCK))
+    })
+}
+
+/// A rewrite of one sweep: from its index, states and body, the new body
+/// and the step of its loop (`LoopCode::Blocks`), or `None`.
+pub(crate) type SweepRewrite<'a> = dyn FnMut(&mut Rewriter, &mut Program, ExtentId, &[AccState], &[Op]) -> Option<(Vec<Op>, u32)>
+    + 'a;
+
+/// Applies `rewrite` to every plain sweep over a whole extent in
+/// `program`, outermost first (a rewritten sweep is not entered); returns
+/// how many it rewrote. Shared by [`block_online_sweeps`] and
+/// `crate::jam::jam_online_sweeps`.
+pub(crate) fn rewrite_sweeps(
+    rw: &mut Rewriter,
+    program: &mut Program,
+    rewrite: &mut SweepRewrite<'_>,
+) -> usize {
     let mut body = std::mem::take(&mut program.body);
-    let n = block_ops(rw, program, &mut body);
+    let n = rewrite_ops(rw, program, &mut body, rewrite);
     program.body = body;
     n
 }
 
-fn block_ops(rw: &mut Rewriter, program: &mut Program, ops: &mut [Op]) -> usize {
+fn rewrite_ops(
+    rw: &mut Rewriter,
+    program: &mut Program,
+    ops: &mut [Op],
+    rewrite: &mut SweepRewrite<'_>,
+) -> usize {
     let mut n = 0;
     for op in ops.iter_mut() {
+        if let Op::Loop {
+            index,
+            sweep: true,
+            range: None,
+            states,
+            body,
+            code: LoopCode::Plain,
+        } = op
+            && let Some((new_body, step)) = rewrite(rw, program, *index, states, body)
+        {
+            *body = new_body;
+            if let Op::Loop { code, .. } = op {
+                *code = LoopCode::Blocks(step);
+            }
+            n += 1;
+            continue;
+        }
         match op {
-            Op::Loop { body, .. } if body.iter().any(has_loop) => {
-                n += block_ops(rw, program, body);
-            }
-            Op::Loop {
-                index,
-                sweep: true,
-                range: None,
-                states,
-                body,
-                code: LoopCode::Plain,
-            } => {
-                let new_body = blocked(rw, program, *index, states, body)
-                    .or_else(|| blocked_welford(rw, program, *index, states, body));
-                if let Some(new_body) = new_body {
-                    *body = new_body;
-                    if let Op::Loop { code, .. } = op {
-                        *code = LoopCode::Blocks(BLOCK);
-                    }
-                    n += 1;
-                }
-            }
-            Op::If { then, .. } => n += block_ops(rw, program, then),
+            Op::Loop { body, .. } => n += rewrite_ops(rw, program, body, rewrite),
+            Op::If { then, .. } => n += rewrite_ops(rw, program, then, rewrite),
             _ => {}
         }
     }

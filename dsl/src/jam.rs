@@ -34,7 +34,7 @@
 
 use crate::arena::Handle;
 use crate::ir::*;
-use crate::lir::{AccState, Op, Program, StateSlot, has_loop, sets_in};
+use crate::lir::{AccState, Op, Program, StateSlot, sets_in};
 use crate::rules::Rewriter;
 use crate::vector::LoopCode;
 use std::collections::HashMap;
@@ -45,38 +45,9 @@ pub const JAM: u32 = 4;
 /// Rewrites every online sweep of `program` whose body has inner loops (so
 /// the sweep itself stays scalar) as the module docs say; returns how many.
 pub fn jam_online_sweeps(rw: &mut Rewriter, program: &mut Program) -> usize {
-    let mut body = std::mem::take(&mut program.body);
-    let n = jam_ops(rw, program, &mut body);
-    program.body = body;
-    n
-}
-
-fn jam_ops(rw: &mut Rewriter, program: &mut Program, ops: &mut [Op]) -> usize {
-    let mut n = 0;
-    for op in ops.iter_mut() {
-        match op {
-            Op::Loop {
-                index,
-                sweep: true,
-                range: None,
-                states,
-                body,
-                code: LoopCode::Plain,
-            } if body.iter().any(has_loop) => {
-                if let Some(new_body) = jammed(rw, program, *index, states, body) {
-                    *body = new_body;
-                    if let Op::Loop { code, .. } = op {
-                        *code = LoopCode::Blocks(JAM);
-                    }
-                    n += 1;
-                }
-            }
-            Op::Loop { body, .. } => n += jam_ops(rw, program, body),
-            Op::If { then, .. } => n += jam_ops(rw, program, then),
-            _ => {}
-        }
-    }
-    n
+    crate::block::rewrite_sweeps(rw, program, &mut |rw, program, e, states, body| {
+        jammed(rw, program, e, states, body).map(|body| (body, JAM))
+    })
 }
 
 /// Whether the values under `root` can be moved to a later element by
