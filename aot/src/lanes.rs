@@ -1,26 +1,29 @@
 //! Vector loops: the sweeps the planner marked `LoopCode::Vector`, as
-//! loops over chunks of `W` elements that LLVM vectorizes at full width.
+//! loops over chunks of `W·U` elements that LLVM vectorizes at full width.
 //!
 //! The planner decided which loops may run lane by lane and gave their
 //! lane variables, state identities and merge ops (`passfold_dsl::vector`);
 //! this lowering follows `passfold-codegen`'s vector loops with `W` lanes
-//! (16 for `f32`, 8 for `f64`: one AVX-512 register) and no unrolled
-//! copies:
+//! (16 for `f32`, 8 for `f64`: one AVX-512 register) and `U` unrolled
+//! copies (4 where the plan unrolls 4, 2 where it unrolls 2 or 3: a power
+//! of two, so the lanes merge pairwise), that is `W·U`-lane arrays:
 //!
-//! - Every lane variable is an array `lv{var}: [T; W]`. A state's lanes
+//! - Every lane variable is an array `lv{var}: [T; W·U]`. A state's lanes
 //!   start at its identity, except lane 0, which starts at the state's
 //!   value before the loop; temporaries start at 0.
-//! - Each step takes a slice `c{k}` of `W` elements of every tensor the
+//! - Each step takes a slice `c{k}` of `W·U` elements of every tensor the
 //!   body reads or writes along the index (one bounds check per step), and
-//!   runs the body once per lane `l` in a `for l in 0..W` loop: varying
+//!   runs the body once per lane `l` in a `for l in 0..W·U` loop: varying
 //!   values are computed per lane, values that do not vary are computed
 //!   once before the loop (`u{node}`). An `if` becomes a mask: every
 //!   assignment under it keeps the old value in lanes whose condition
 //!   fails (a select), so the lane loop has no branches.
-//! - After the steps the lanes merge pairwise (lane `l` with `l + W/2`,
-//!   then `l + W/4`, …: one loop per level) by the plan's merge ops
+//! - After the steps the lanes merge pairwise (lane `l` with `l + W·U/2`,
+//!   then `l + W·U/4`, …: one loop per level) by the plan's merge ops
 //!   evaluated as scalar code, lane 0 becomes the scalar state, and a
-//!   scalar tail runs the body on the last `len mod W` elements.
+//!   scalar tail runs the body on the last `len mod W·U` elements.
+//! - A loop the plan runs backward (`VectorLoop::backward`) runs its tail
+//!   first, then its steps from the end of the range down.
 //! - A loop without states (a map, such as softmax's division) needs no
 //!   lanes: it runs element by element over whole-range slices of its
 //!   tensors, which LLVM vectorizes itself. (As a chunk loop, its small lane
@@ -43,7 +46,7 @@ use passfold_dsl::{Affine, ExtentId, Handle, Index, Node, ScalarType, TensorId};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-/// A slice of `W` consecutive elements of a tensor, read (and maybe
+/// A slice of `W·U` consecutive elements of a tensor, read (and maybe
 /// written) by a vector loop.
 #[derive(Clone, PartialEq)]
 struct Chunk {
@@ -135,6 +138,11 @@ impl Body<'_> {
                 .flat_loop(start, end, &hoisted, &chunks, body, &cx, v)
                 .map(Some);
         }
+        // `copies` vectors per step, each lane array `copies·W` lanes long:
+        // independent accumulators hide the latency of a state's update (a
+        // NaN-correct max is a compare and a blend per step).
+        let copies = if v.unroll >= 4 { 4 } else { 1 };
+        let w = w * copies;
         // Lane arrays.
         let mut arrays = TokenStream::new();
         for var in &v.lane_vars {
@@ -178,6 +186,31 @@ impl Body<'_> {
         let tail = self.ops(body)?;
         let i = crate::body::index_ident(index);
         let w64 = w as i64;
+        if v.backward {
+            // The tail first, then whole steps from the end down.
+            return Ok(Some(quote! {
+                {
+                    let start: i64 = #start;
+                    let end: i64 = #end;
+                    let count = if end > start { end - start } else { 0 };
+                    let main_end = start + (count - count % #w64);
+                    for #i in main_end..end {
+                        #tail
+                    }
+                    #hoisted
+                    #arrays
+                    let mut pos: i64 = main_end;
+                    while pos > start {
+                        pos -= #w64;
+                        #slices
+                        for l in 0..#w {
+                            #lane_body
+                        }
+                    }
+                    #merge
+                }
+            }));
+        }
         Ok(Some(quote! {
             {
                 let start: i64 = #start;
@@ -382,6 +415,11 @@ impl Body<'_> {
             }
         }
         let lane_body = self.lane_ops(body, cx, None, &mut 0)?;
+        let range = if v.backward {
+            quote!((0..count).rev())
+        } else {
+            quote!(0..count)
+        };
         Ok(quote! {
             {
                 let start: i64 = #start;
@@ -390,7 +428,7 @@ impl Body<'_> {
                 #hoisted
                 #temps
                 #slices
-                for l in 0..count {
+                for l in #range {
                     #lane_body
                 }
             }

@@ -649,6 +649,37 @@ impl Emitter<'_, '_> {
         (var, header, exit, pos)
     }
 
+    /// Opens the main loop of a backward vector loop, `for pos = first;
+    /// pos >= start; pos -= step`; returns what [`Self::open_vector_loop`]
+    /// does.
+    fn open_vector_loop_down(
+        &mut self,
+        first: Value,
+        start: Value,
+    ) -> (
+        Variable,
+        cranelift_codegen::ir::Block,
+        cranelift_codegen::ir::Block,
+        Value,
+    ) {
+        let var = self.b.declare_var(types::I64);
+        self.b.def_var(var, first);
+        let header = self.b.create_block();
+        let body = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let pos = self.b.use_var(var);
+        let more = self
+            .b
+            .ins()
+            .icmp(IntCC::SignedGreaterThanOrEqual, pos, start);
+        self.b.ins().brif(more, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        self.cache.push();
+        (var, header, exit, pos)
+    }
+
     fn close_vector_loop(
         &mut self,
         var: Variable,
@@ -702,6 +733,12 @@ impl Emitter<'_, '_> {
         let width = l.width as i64;
         let step = width * v.unroll as i64;
         let (start, end, main_end) = self.vector_range(e, bounds, step);
+        if v.backward {
+            // The scalar tail first (the states continue from it).
+            let frame = self.open_loop_in(e, Some((main_end, end)));
+            self.ops(body)?;
+            self.close_loop(frame);
+        }
         // One vector variable per lane variable and copy.
         let mut copies: Vec<HashMap<VarId, Variable>> = Vec::new();
         for u in 0..v.unroll {
@@ -727,8 +764,19 @@ impl Emitter<'_, '_> {
         let mut roots = Vec::new();
         op_roots(body, &mut roots);
         self.hoist_invariants(&mut l, &roots)?;
-        self.start_pointers(&mut l, start);
-        let (pos_var, header, exit, pos) = self.open_vector_loop(start, main_end);
+        // Forward: `pos` from `start` up while `pos < main_end`; backward:
+        // from `main_end - step` down while `pos >= start`.
+        let (first, delta) = if v.backward {
+            (self.b.ins().iadd_imm_s(main_end, -step), -step)
+        } else {
+            (start, step)
+        };
+        self.start_pointers(&mut l, first);
+        let (pos_var, header, exit, pos) = if v.backward {
+            self.open_vector_loop_down(first, start)
+        } else {
+            self.open_vector_loop(start, main_end)
+        };
         let outer = self.env[e.0 as usize];
         for (u, map) in copies.iter().enumerate() {
             let p = self.b.ins().iadd_imm_s(pos, u as i64 * width);
@@ -741,13 +789,15 @@ impl Emitter<'_, '_> {
             l.cache.clear();
         }
         self.env[e.0 as usize] = outer;
-        self.advance_pointers(&l, step);
-        self.close_vector_loop(pos_var, header, exit, pos, step);
+        self.advance_pointers(&l, delta);
+        self.close_vector_loop(pos_var, header, exit, pos, delta);
         self.merge_lanes(&mut l, v, &copies)?;
-        // The scalar tail.
-        let frame = self.open_loop_in(e, Some((main_end, end)));
-        self.ops(body)?;
-        self.close_loop(frame);
+        if !v.backward {
+            // The scalar tail.
+            let frame = self.open_loop_in(e, Some((main_end, end)));
+            self.ops(body)?;
+            self.close_loop(frame);
+        }
         Ok(())
     }
 
