@@ -265,6 +265,7 @@ fn expand(
             }
         })
         .collect();
+    let n_extents = extent_values.len();
     let fixed_names: Vec<&str> = fixed.iter().map(|(n, _)| n.as_str()).collect();
     let fixed_values: Vec<i64> = fixed.iter().map(|(_, v)| *v).collect();
     let mut arg_decls = Vec::new();
@@ -286,7 +287,7 @@ fn expand(
                     .ok_or_else(|| ::passfold::Error::Call(::passfold::CallError::TooLarge {
                         name: tensor.name.clone(),
                     }))?;
-                ::passfold::Arg::new(#ident, &shape)
+                ::passfold::Arg { data: #ident.into(), shape }
             }
         });
     }
@@ -384,7 +385,7 @@ fn expand(
                 #(#param_decls,)*
             ) -> ::std::result::Result<(), ::passfold::Error> {
                 let kernel = Self::compiled()?;
-                let extents: ::std::vec::Vec<i64> = ::std::vec![#(#extent_values),*];
+                let extents: [i64; #n_extents] = [#(#extent_values),*];
                 let args = ::std::vec![#(#arg_values),*];
                 kernel
                     .call(args, &[#(#param_values),*])

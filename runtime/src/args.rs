@@ -10,7 +10,19 @@
 
 use crate::CallError;
 use passfold_dsl::{Kernel, ScalarType, TensorKind};
+use smallvec::SmallVec;
 use std::marker::PhantomData;
+
+/// The tensor pointers of a call (inline up to 8 tensors: no allocation
+/// for most kernels; a call costs a few hundred nanoseconds, and each heap
+/// allocation and free is a noticeable part of that).
+pub(crate) type Ptrs = SmallVec<[*mut u8; 8]>;
+/// The extents of a call.
+pub(crate) type Extents = SmallVec<[i64; 8]>;
+/// The parameters of a call.
+pub(crate) type Params = SmallVec<[f64; 4]>;
+/// The scratch buffers a frame keeps alive.
+type Temps = SmallVec<[Vec<u64>; 2]>;
 
 /// The data of a tensor argument: a slice of one element type, shared
 /// (inputs) or mutable (outputs, in-place arguments; inputs accept it too).
@@ -225,16 +237,16 @@ impl<'a> Arg<'a> {
 
 /// The arrays of the kernel ABI for one call, borrowing the arguments' buffers.
 pub(crate) struct Frame<'a> {
-    pub tensors: Vec<*mut u8>,
-    pub extents: Vec<i64>,
-    pub params: Vec<f64>,
+    pub tensors: Ptrs,
+    pub extents: Extents,
+    pub params: Params,
     /// `rows[0]..rows[1]`: the rows of `Plan::row_extent` this call computes
     /// (clamped by the code to the extent); `rows[2]`: the address of the
     /// barrier counter of a split-row call (0 otherwise), `rows[3]`: its
     /// thread count.
     pub rows: [i64; 4],
     /// Scratch memory of the temporaries, kept alive for the call.
-    _temps: Vec<Vec<u64>>,
+    _temps: Temps,
     /// `f32` copies of half-precision inputs, kept alive for the call.
     _widened: Vec<Vec<f32>>,
     /// Owned and staged arguments, kept alive for the call; staged ones are
@@ -249,7 +261,7 @@ pub(crate) fn extents_of(
     kernel: &Kernel,
     args: &[Arg<'_>],
     explicit: &[Option<i64>],
-) -> Result<Vec<i64>, CallError> {
+) -> Result<Extents, CallError> {
     let n_args = kernel.arguments().count();
     if args.len() != n_args {
         return Err(CallError::ArgCount {
@@ -319,7 +331,7 @@ pub(crate) fn prepare<'a>(
                 })?;
         }
     }
-    let mut tensors = vec![std::ptr::null_mut(); kernel.tensors.len()];
+    let mut tensors: Ptrs = smallvec::smallvec![std::ptr::null_mut(); kernel.tensors.len()];
     let mut widened = Vec::new();
     let mut kept = Vec::new();
     for (mut arg, t) in args.into_iter().zip(kernel.arguments()) {
@@ -341,7 +353,7 @@ pub(crate) fn prepare<'a>(
     Ok(Frame {
         tensors,
         extents,
-        params: params.to_vec(),
+        params: Params::from_slice(params),
         rows: [0, i64::MAX, 0, 1],
         _temps: temps,
         _widened: widened,
@@ -409,8 +421,7 @@ impl<'a> Frame<'a> {
                     let p = p.0 as usize;
                     tensors[p] = std::ptr::null_mut();
                 }
-                let mut mine = alloc_temps(split, &extents, &mut tensors)?;
-                own.append(&mut mine);
+                own.extend(alloc_temps(split, &extents, &mut tensors)?);
             }
             frames.push(Frame {
                 tensors,
@@ -513,9 +524,9 @@ fn alloc_temps(
     kernel: &Kernel,
     extents: &[i64],
     tensors: &mut [*mut u8],
-) -> Result<Vec<Vec<u64>>, CallError> {
+) -> Result<Temps, CallError> {
     let mut words = 0usize;
-    let mut placed = Vec::new();
+    let mut placed: SmallVec<[(usize, usize); 8]> = SmallVec::new();
     for (t, tensor) in kernel.tensors.iter().enumerate() {
         if tensor.kind != TensorKind::Temp || !tensors[t].is_null() {
             continue;
@@ -537,7 +548,7 @@ fn alloc_temps(
             .ok_or_else(too_large)?;
     }
     let Some(&(t0, _)) = placed.first() else {
-        return Ok(Vec::new());
+        return Ok(Temps::new());
     };
     // One line more, to reach the first line boundary.
     let total = words
@@ -554,7 +565,7 @@ fn alloc_temps(
     for (t, offset) in placed {
         tensors[t] = buf[first + offset..].as_mut_ptr() as *mut u8;
     }
-    Ok(vec![buf])
+    Ok(smallvec::smallvec![buf])
 }
 
 /// Type, mutability, rank and length of one argument.
@@ -604,10 +615,10 @@ fn bind_extents(
     kernel: &Kernel,
     args: &[Arg<'_>],
     explicit: &[Option<i64>],
-) -> Result<Vec<i64>, CallError> {
+) -> Result<Extents, CallError> {
     // Each bound value and the tensor that bound it (`None`: an explicit
     // binding); names are cloned only for an error.
-    let mut bound: Vec<Option<(i64, Option<usize>)>> =
+    let mut bound: SmallVec<[Option<(i64, Option<usize>)>; 8]> =
         explicit.iter().map(|v| v.map(|v| (v, None))).collect();
     bound.resize(kernel.extents.len(), None);
     for (arg, t) in args.iter().zip(kernel.arguments()) {

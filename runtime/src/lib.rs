@@ -194,8 +194,8 @@ impl CompiledKernel {
         Call {
             kernel: self,
             args: (0..self.kernel.arguments().count()).map(|_| None).collect(),
-            params: vec![None; self.kernel.params.len()],
-            extents: vec![None; self.kernel.extents.len()],
+            params: smallvec::smallvec![None; self.kernel.params.len()],
+            extents: smallvec::smallvec![None; self.kernel.extents.len()],
             error: None,
         }
     }
@@ -349,9 +349,9 @@ impl CompiledKernel {
 /// Binding errors (unknown or repeated names) are reported by [`Call::run`].
 pub struct Call<'k, 'a> {
     kernel: &'k CompiledKernel,
-    args: Vec<Option<Arg<'a>>>,
-    params: Vec<Option<f64>>,
-    extents: Vec<Option<i64>>,
+    args: smallvec::SmallVec<[Option<Arg<'a>>; 4]>,
+    params: smallvec::SmallVec<[Option<f64>; 4]>,
+    extents: smallvec::SmallVec<[Option<i64>; 8]>,
     error: Option<CallError>,
 }
 
@@ -416,7 +416,7 @@ impl<'a> Call<'_, 'a> {
                 name: k.tensor(t).name.clone(),
             })?);
         }
-        let mut params = Vec::with_capacity(self.params.len());
+        let mut params: smallvec::SmallVec<[f64; 4]> = smallvec::SmallVec::new();
         for (value, p) in self.params.into_iter().zip(&k.params) {
             params.push(value.ok_or_else(|| CallError::Missing {
                 what: "parameter",
