@@ -32,6 +32,7 @@ fn main() {
     let mut out = String::new();
     let mut arms = String::new();
     let mut levels = String::new();
+    let mut threads = String::new();
     let mut failures = Vec::new();
     for (name, source) in &kernels {
         for (variant, float, unfused) in [
@@ -67,7 +68,11 @@ fn main() {
                     );
                     let _ = writeln!(
                         arms,
-                        "(\"{name}\", \"{variant}\") => Some(|level, e, a, p| {module}::call_f64(level, e, a, p).map_err(|e| e.to_string())),"
+                        "(\"{name}\", \"{variant}\") => Some(|level, e, a, p| {module}::call_f64(level, 1, e, a, p).map_err(|e| e.to_string())),"
+                    );
+                    let _ = writeln!(
+                        threads,
+                        "(\"{name}\", \"{variant}\") => Some(({module}::ROWS_SPLIT, |t, e, a, p| {module}::call_f64(3, t, e, a, p).map_err(|e| e.to_string()))),"
                     );
                     let _ = writeln!(
                         levels,
@@ -81,6 +86,10 @@ fn main() {
     let _ = writeln!(
         out,
         "/// `call_f64` of the AOT module of a catalogue kernel's variant.\npub fn aot_entry(name: &str, variant: &str) -> Option<AotEntry> {{ match (name, variant) {{ {arms} _ => None }} }}"
+    );
+    let _ = writeln!(
+        out,
+        "/// `ROWS_SPLIT` and `call_f64` with a thread count (`call_threads`) of a variant.\npub fn aot_threads(name: &str, variant: &str) -> Option<(bool, AotThreads)> {{ match (name, variant) {{ {threads} _ => None }} }}"
     );
     let _ = writeln!(
         out,

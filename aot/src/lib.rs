@@ -468,6 +468,14 @@ fn api(
         signature.join(", ")
     );
     let doc_plan = format!("The plan this module was generated from:\n\n```text\n{plan_text}```");
+    let call_threads = call_threads(
+        plan,
+        &ext_params,
+        &call_params,
+        &call_names,
+        &len_idents,
+        &arg_checks,
+    );
     let test_entry = if opts.test_entry {
         test_entry(k, &ext_params, &call_names, &param_names, &len_idents)
     } else {
@@ -588,8 +596,187 @@ fn api(
             })
         }
 
+        #call_threads
+
         #test_entry
     })
+}
+
+/// `call_threads(threads, ...)`: [`call`]'s arguments after a thread count;
+/// rows split over scoped threads when the plan's rows are independent and
+/// every tensor that has them has them as its outer dimension, so that a
+/// range of rows is a contiguous chunk of each such tensor and a smaller
+/// call of the same kernel: each thread validates and runs its chunk (with
+/// its own temporaries). Tensors without the row index are shared whole
+/// (inputs only: every store is at its row). Otherwise (or with one thread,
+/// or one row) it is `call`.
+fn call_threads(
+    plan: &Plan,
+    ext_params: &[proc_macro2::Ident],
+    call_params: &[TokenStream],
+    call_names: &[TokenStream],
+    len_idents: &[proc_macro2::Ident],
+    arg_checks: &TokenStream,
+) -> TokenStream {
+    let k = &plan.kernel;
+    let doc = "[`call`] with the rows split over up to `threads` threads \
+        (scoped threads started per call, the calling thread runs one part): \
+        each row is computed as on one thread, so results are identical for \
+        every thread count. A kernel whose rows cannot be split into \
+        contiguous chunks (`ROWS_SPLIT` is false) runs as [`call`].";
+    let split = row_chunks(plan);
+    let Some((row, chunked)) = split else {
+        return quote! {
+            /// Whether [`call_threads`] splits rows over threads.
+            pub const ROWS_SPLIT: bool = false;
+
+            #[doc = #doc]
+            #[allow(clippy::too_many_arguments)]
+            pub fn call_threads(threads: usize, #(#ext_params: usize,)* #(#call_params),*) -> Result<(), Error> {
+                let _ = threads;
+                call(#(#ext_params,)* #(#call_names),*)
+            }
+        };
+    };
+    let rows = &ext_params[row.0 as usize];
+    let ext_names: Vec<&str> = k.extents.iter().map(|e| e.name.as_str()).collect();
+    let n_ext = k.extents.len();
+    // Per-row element counts of the chunked tensors, and their splits.
+    let mut per_row = TokenStream::new();
+    let mut split_off = TokenStream::new();
+    let mut part_names = Vec::new();
+    let mut rests = TokenStream::new();
+    for id in k.arguments() {
+        let t = k.tensor(id);
+        let ident = format_ident!("{}", t.name);
+        if !chunked.contains(&id) {
+            part_names.push(quote!(#ident));
+            continue;
+        }
+        let len = &len_idents[id.0 as usize];
+        let row_len = format_ident!("__row_{}", t.name);
+        let rest = format_ident!("__rest_{}", t.name);
+        let part = format_ident!("__part_{}", t.name);
+        per_row.extend(quote!(let #row_len: usize = #len / __rows;));
+        if t.kind == TensorKind::Input {
+            rests.extend(quote!(let mut #rest: &[_] = #ident;));
+            split_off.extend(quote! {
+                let (#part, __r) = #rest.split_at(__n * #row_len);
+                #rest = __r;
+            });
+        } else {
+            rests.extend(quote!(let mut #rest: &mut [_] = #ident;));
+            split_off.extend(quote! {
+                let (#part, __r) = ::core::mem::take(&mut #rest).split_at_mut(__n * #row_len);
+                #rest = __r;
+            });
+        }
+        part_names.push(quote!(#part));
+    }
+    for p in &k.params {
+        let ident = format_ident!("{}", p.name);
+        part_names.push(quote!(#ident));
+    }
+    let part_exts: Vec<TokenStream> = ext_params
+        .iter()
+        .enumerate()
+        .map(|(e, p)| {
+            if e == row.0 as usize {
+                quote!(__n)
+            } else {
+                quote!(#p)
+            }
+        })
+        .collect();
+    quote! {
+        /// Whether [`call_threads`] splits rows over threads.
+        pub const ROWS_SPLIT: bool = true;
+
+        #[doc = #doc]
+        #[allow(clippy::too_many_arguments)]
+        pub fn call_threads(threads: usize, #(#ext_params: usize,)* #(#call_params),*) -> Result<(), Error> {
+            let __parts = ::core::cmp::min(threads, #rows);
+            if __parts <= 1 {
+                return call(#(#ext_params,)* #(#call_names),*);
+            }
+            // Every length checked on the whole call first.
+            let __ext: [i64; #n_ext] = [#(extent(#ext_params, #ext_names)?),*];
+            let [#(#len_idents),*] = lengths(&__ext)?;
+            #arg_checks
+            let __rows: usize = #rows;
+            #per_row
+            #rests
+            ::std::thread::scope(|__scope| {
+                let mut __handles = ::std::vec::Vec::new();
+                let mut __mine = None;
+                for __p in 0..__parts {
+                    let __n = __rows * (__p + 1) / __parts - __rows * __p / __parts;
+                    #split_off
+                    if __p + 1 == __parts {
+                        __mine = Some(call(#(#part_exts,)* #(#part_names),*));
+                    } else {
+                        __handles.push(__scope.spawn(move || call(#(#part_exts,)* #(#part_names),*)));
+                    }
+                }
+                let mut __result = __mine.unwrap_or(Ok(()));
+                for __h in __handles {
+                    let __r = match __h.join() {
+                        Ok(r) => r,
+                        Err(panic) => ::std::panic::resume_unwind(panic),
+                    };
+                    if __result.is_ok() {
+                        __result = __r;
+                    }
+                }
+                __result
+            })
+        }
+    }
+}
+
+/// The row extent of `plan` and the argument tensors split by it, when
+/// every range of rows is a smaller call: [`Plan::row_extent`] exists, every
+/// argument that mentions it has it as its plain outer dimension (and
+/// nowhere else), every load of such a tensor reads it at the row itself,
+/// and no argument without rows is written.
+fn row_chunks(plan: &Plan) -> Option<(passfold_dsl::ExtentId, Vec<passfold_dsl::TensorId>)> {
+    use passfold_dsl::{Index, Node};
+    let k = &plan.kernel;
+    let row = plan.row_extent()?;
+    let mentions = |a: &passfold_dsl::Affine| a.terms.iter().any(|&(e, _)| e == row);
+    let mut chunked = Vec::new();
+    for id in k.arguments() {
+        let t = k.tensor(id);
+        let uses = t.dims.iter().any(|d| mentions(&d.0));
+        if !uses {
+            if t.kind != TensorKind::Input {
+                return None;
+            }
+            continue;
+        }
+        let outer_is_row = t.dims.first().is_some_and(|d| d.0.as_var() == Some(row));
+        if !outer_is_row || t.dims[1..].iter().any(|d| mentions(&d.0)) {
+            return None;
+        }
+        chunked.push(id);
+    }
+    for (_, node) in k.nodes.iter() {
+        if let Node::Load { tensor, index } = node
+            && chunked.contains(tensor)
+        {
+            match index.first() {
+                Some(Index::Affine(a)) if a.as_var() == Some(row) => {}
+                _ => return None,
+            }
+            if index[1..]
+                .iter()
+                .any(|i| matches!(i, Index::Affine(a) if mentions(a)))
+            {
+                return None;
+            }
+        }
+    }
+    Some((row, chunked))
 }
 
 /// `call_f64(level, extents, args, params)`: the test harness's entry,
@@ -636,10 +823,12 @@ fn test_entry(
     });
     quote! {
         /// [`call_at`] on `f64` buffers in `Kernel::arguments` order
-        /// (outputs may be empty), for differential tests.
+        /// (outputs may be empty), for differential tests; with `threads`
+        /// above 1, [`call_threads`] (at the detected level).
         #[doc(hidden)]
         pub fn call_f64(
             level: u8,
+            threads: usize,
             extents: &[i64],
             args: &mut [::std::vec::Vec<f64>],
             params: &[f64],
@@ -657,7 +846,11 @@ fn test_entry(
             let [#(#len_idents),*] = lengths(&__ext)?;
             #converts
             #(#params)*
-            let __result = call_at(level, #(#ext_params,)* #(#passes,)* #(#param_names),*);
+            let __result = if threads > 1 {
+                call_threads(threads, #(#ext_params,)* #(#passes,)* #(#param_names),*)
+            } else {
+                call_at(level, #(#ext_params,)* #(#passes,)* #(#param_names),*)
+            };
             #backs
             __result
         }

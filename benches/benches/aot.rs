@@ -4,6 +4,8 @@
 //! in L2 (64 × 4096), one row out of cache (1 × 16,777,216) and many rows
 //! (256 × 32,000), each run by:
 //! - `aot`: `kernel!` with `#[aot]` (the dispatch picks the CPU's level);
+//! - `aot_2_threads` (several rows): the same, `call_threads(2, ...)`: the
+//!   rows split over two threads;
 //! - `aot_online` (softmax): the AOT back end on the planner's other form,
 //!   a running max and `exp` recomputed in the output sweep (two sweeps,
 //!   12 bytes per element; `benches/build.rs`);
@@ -54,6 +56,18 @@ fn run_aot(problem: &Problem, y: &mut [f32]) {
     }
 }
 
+/// `call_threads`: the rows split over `threads` threads.
+fn run_aot_threads(problem: &Problem, y: &mut [f32], threads: usize) {
+    let (b, i) = (problem.rows, problem.n);
+    let res = match problem.kind {
+        Kind::Softmax => softmax::call_threads(threads, b, i, &problem.x, y),
+        _ => logsumexp::call_threads(threads, b, i, &problem.x, y),
+    };
+    if let Err(e) = res {
+        panic!("aot {} on {threads} threads: {e}", problem.kind.name());
+    }
+}
+
 fn run_hand(problem: &Problem, y: &mut [f32]) {
     match problem.kind {
         Kind::Softmax => hand::softmax(problem.n, &problem.x, y),
@@ -95,6 +109,13 @@ fn compare(group: &mut BenchmarkGroup<'_, WallTime>, kind: Kind, rows: usize, n:
     group.bench_function(BenchmarkId::new("aot", &size), |b| {
         b.iter(|| run_aot(black_box(&problem), black_box(&mut y)))
     });
+    if problem.rows > 1 {
+        run_aot_threads(&problem, &mut y, 2);
+        problem.check("aot_2_threads", &y, &reference);
+        group.bench_function(BenchmarkId::new("aot_2_threads", &size), |b| {
+            b.iter(|| run_aot_threads(black_box(&problem), black_box(&mut y), 2))
+        });
+    }
     if kind == Kind::Softmax {
         let (b, i) = (problem.rows, problem.n);
         softmax_online::call(b, i, &problem.x, &mut y).expect("runs");

@@ -391,6 +391,24 @@ fn expand(
                     .call(args, &[#(#param_values),*])
                     .map_err(::passfold::Error::Call)
             }
+
+            /// [`call`](Self::call) on up to `threads` threads
+            /// ([`passfold::CompiledKernel::call_threads`]: rows over threads,
+            /// or one long row split by the plan's combine laws).
+            #[allow(clippy::too_many_arguments)]
+            pub fn call_threads(
+                threads: usize,
+                #(#extents: usize,)*
+                #(#arg_decls,)*
+                #(#param_decls,)*
+            ) -> ::std::result::Result<(), ::passfold::Error> {
+                let kernel = Self::compiled()?;
+                let extents: [i64; #n_extents] = [#(#extent_values),*];
+                let args = ::std::vec![#(#arg_values),*];
+                kernel
+                    .call_threads(args, &[#(#param_values),*], threads)
+                    .map_err(::passfold::Error::Call)
+            }
         }
     }
 }
@@ -454,7 +472,7 @@ fn expand_aot(
     let plan_text = plan.to_string();
     let doc_plan = format!("The plan computed when the crate compiled:\n\n```text\n{plan_text}```");
     let doc_call = format!(
-        "Runs the kernel compiled ahead of time (single-threaded, at the best instruction level of the CPU): extents first{}, then tensors (row-major), then parameters. Every length is checked before any code runs.",
+        "Runs the kernel compiled ahead of time (on the calling thread, at the best instruction level of the CPU): extents first{}, then tensors (row-major), then parameters. Every length is checked before any code runs.",
         if fixed.is_empty() {
             ""
         } else {
@@ -492,7 +510,21 @@ fn expand_aot(
                 #(#arg_decls,)*
                 #(#param_decls,)*
             ) -> ::std::result::Result<(), ::passfold::Error> {
-                #module::call(#(#extent_values,)* #(#arg_names,)* #(#param_names,)*).map_err(|e| {
+                Self::call_threads(1, #(#extents,)* #(#arg_names,)* #(#param_names,)*)
+            }
+
+            /// [`call`](Self::call) with the rows split over up to `threads`
+            /// scoped threads (each row computed as on one thread, so
+            /// results are identical for every thread count); kernels whose
+            /// rows are not contiguous chunks of every tensor run on one.
+            #[allow(clippy::too_many_arguments)]
+            pub fn call_threads(
+                threads: usize,
+                #(#extents: usize,)*
+                #(#arg_decls,)*
+                #(#param_decls,)*
+            ) -> ::std::result::Result<(), ::passfold::Error> {
+                #module::call_threads(threads, #(#extent_values,)* #(#arg_names,)* #(#param_names,)*).map_err(|e| {
                     use #module::Error as E;
                     ::passfold::Error::Call(match e {
                         E::TooLarge { name } => ::passfold::CallError::TooLarge { name: name.to_string() },

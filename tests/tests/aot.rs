@@ -18,10 +18,12 @@ use passfold_dsl::ScalarType;
 mod generated {
     /// `call_f64(level, extents, args, params)` of one generated module.
     pub type AotEntry = fn(u8, &[i64], &mut [Vec<f64>], &[f64]) -> Result<(), String>;
+    /// `call_f64(3, threads, extents, args, params)`: `call_threads`.
+    pub type AotThreads = fn(usize, &[i64], &mut [Vec<f64>], &[f64]) -> Result<(), String>;
     include!(concat!(env!("OUT_DIR"), "/aot_catalogue.rs"));
 }
 
-use generated::{AOT_FAILURES, aot_entry, aot_level};
+use generated::{AOT_FAILURES, aot_entry, aot_level, aot_threads};
 
 #[test]
 fn every_catalogue_kernel_is_emitted() {
@@ -294,4 +296,76 @@ fn regressions_agree_with_the_interpreter() {
         failures.join("\n")
     );
     assert!(compared > 1_000, "only {compared} values compared");
+}
+
+/// `call_threads` splits rows into contiguous chunks, each a smaller call
+/// on a thread of its own: on every catalogue kernel whose rows split
+/// (`ROWS_SPLIT`; at least softmax, logsumexp, layer_norm, cross_entropy
+/// and attention), 2 and 3 threads give the same bits as one, at 0 to 7
+/// rows (fewer rows than threads, uneven chunks) of several lengths, with
+/// special values; kernels whose rows do not split run as `call`.
+#[test]
+fn call_threads_splits_rows_and_agrees_bit_for_bit() {
+    let mut split = Vec::new();
+    for entry in passfold_kernels::CATALOGUE {
+        let (rows_split, run) =
+            aot_threads(entry.name, "fused_f32").expect("every catalogue kernel is emitted");
+        if rows_split {
+            split.push(entry.name);
+        }
+        let kernel = check(entry.source);
+        let params = params_for(&kernel);
+        let row = passfold_dsl::plan(&kernel, Default::default()).row_extent();
+        for (k, (pattern, n)) in [
+            (Pattern::Uniform, 1),
+            (Pattern::Uniform, 17),
+            (Pattern::NanMiddle, 33),
+            (Pattern::Uniform, 100),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for rows in 0..=7i64 {
+                let mut extents = sizes(&kernel, n);
+                if let Some(r) = row {
+                    extents[r.0 as usize] = rows;
+                }
+                let args = args_for(&kernel, &extents, pattern, 31 * k as u64 + rows as u64);
+                let mut one = args.clone();
+                let first = run(1, &extents, &mut one, &params);
+                for threads in [2, 3] {
+                    let mut got = args.clone();
+                    let res = run(threads, &extents, &mut got, &params);
+                    assert_eq!(
+                        res.is_ok(),
+                        first.is_ok(),
+                        "{} rows {rows} n {n}: {threads} threads {res:?}, one {first:?}",
+                        entry.name
+                    );
+                    for (a, (g, o)) in got.iter().zip(&one).enumerate() {
+                        let same = g.len() == o.len()
+                            && g.iter().zip(o).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same,
+                            "{} rows {rows} n {n} {pattern:?}: argument {a} differs on {threads} threads",
+                            entry.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for name in [
+        "softmax",
+        "logsumexp",
+        "layer_norm",
+        "cross_entropy",
+        "attention",
+    ] {
+        assert!(
+            split.contains(&name),
+            "{name} does not split rows: {split:?}"
+        );
+    }
+    eprintln!("aot call_threads splits rows of {split:?}");
 }

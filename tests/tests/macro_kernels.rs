@@ -277,6 +277,19 @@ mod aot {
         }
         assert_eq!(softmax::PLAN, super::softmax::PLAN);
         assert!(["avx512", "avx2+fma", "neon", "baseline"].contains(&softmax::level()));
+        // Both items take a thread count the same way; rows split over
+        // threads give the same bits as one thread.
+        for threads in [2, 3, 8] {
+            let mut aot = vec![0.0f32; b * i];
+            softmax::call_threads(threads, b, i, &x, &mut aot).unwrap();
+            assert_eq!(aot, got, "AOT on {threads} threads");
+            let mut jit = vec![0.0f32; b * i];
+            super::softmax::call_threads(threads, b, i, &x, &mut jit).unwrap();
+            assert_eq!(jit, want, "JIT on {threads} threads");
+        }
+        let mut short = vec![0.0f32; b * i - 1];
+        let err = softmax::call_threads(2, b, i, &x, &mut short).unwrap_err();
+        assert!(err.to_string().contains("argument `y`"), "{err}");
     }
 
     #[test]
