@@ -622,40 +622,16 @@ impl Emitter<'_, '_> {
         (start, end, main_end)
     }
 
-    /// Opens the main loop `for pos in start..main_end step step`; returns
-    /// `(position variable, header, exit, position)`.
+    /// Opens the main loop: `pos` starts at `first` and the body runs while
+    /// `pos cond bound` (`SignedLessThan` and `main_end` forward: `for pos
+    /// in start..main_end`; `SignedGreaterThanOrEqual` and `start`
+    /// backward, from the last whole step down); returns `(position
+    /// variable, header, exit, position)`.
     fn open_vector_loop(
         &mut self,
-        start: Value,
-        main_end: Value,
-    ) -> (
-        Variable,
-        cranelift_codegen::ir::Block,
-        cranelift_codegen::ir::Block,
-        Value,
-    ) {
-        let var = self.b.declare_var(types::I64);
-        self.b.def_var(var, start);
-        let header = self.b.create_block();
-        let body = self.b.create_block();
-        let exit = self.b.create_block();
-        self.b.ins().jump(header, &[]);
-        self.b.switch_to_block(header);
-        let pos = self.b.use_var(var);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, pos, main_end);
-        self.b.ins().brif(more, body, &[], exit, &[]);
-        self.b.switch_to_block(body);
-        self.cache.push();
-        (var, header, exit, pos)
-    }
-
-    /// Opens the main loop of a backward vector loop, `for pos = first;
-    /// pos >= start; pos -= step`; returns what [`Self::open_vector_loop`]
-    /// does.
-    fn open_vector_loop_down(
-        &mut self,
         first: Value,
-        start: Value,
+        cond: IntCC,
+        bound: Value,
     ) -> (
         Variable,
         cranelift_codegen::ir::Block,
@@ -670,10 +646,7 @@ impl Emitter<'_, '_> {
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(header);
         let pos = self.b.use_var(var);
-        let more = self
-            .b
-            .ins()
-            .icmp(IntCC::SignedGreaterThanOrEqual, pos, start);
+        let more = self.b.ins().icmp(cond, pos, bound);
         self.b.ins().brif(more, body, &[], exit, &[]);
         self.b.switch_to_block(body);
         self.cache.push();
@@ -773,9 +746,9 @@ impl Emitter<'_, '_> {
         };
         self.start_pointers(&mut l, first);
         let (pos_var, header, exit, pos) = if v.backward {
-            self.open_vector_loop_down(first, start)
+            self.open_vector_loop(first, IntCC::SignedGreaterThanOrEqual, start)
         } else {
-            self.open_vector_loop(start, main_end)
+            self.open_vector_loop(start, IntCC::SignedLessThan, main_end)
         };
         let outer = self.env[e.0 as usize];
         for (u, map) in copies.iter().enumerate() {
@@ -917,7 +890,8 @@ impl Emitter<'_, '_> {
         self.hoist_invariants(&mut l, &[arg])?;
         let (start, end, main_end) = self.vector_range(last, None, step);
         self.start_pointers(&mut l, start);
-        let (pos_var, header, exit, pos) = self.open_vector_loop(start, main_end);
+        let (pos_var, header, exit, pos) =
+            self.open_vector_loop(start, IntCC::SignedLessThan, main_end);
         let outer = self.env[last.0 as usize];
         for (u, &acc) in accs.iter().enumerate() {
             let p = self.b.ins().iadd_imm_s(pos, u as i64 * width as i64);

@@ -270,9 +270,11 @@ fn expand(
     let fixed_values: Vec<i64> = fixed.iter().map(|(_, v)| *v).collect();
     let mut arg_decls = Vec::new();
     let mut arg_values = Vec::new();
+    let mut arg_names = Vec::new();
     for id in kernel.arguments() {
         let t = kernel.tensor(id);
         let ident = format_ident!("{}", t.name);
+        arg_names.push(ident.clone());
         let ty = rust_type(t.ty);
         let index = id.0 as usize;
         if t.kind == TensorKind::Input {
@@ -293,11 +295,13 @@ fn expand(
     }
     let mut param_decls = Vec::new();
     let mut param_values = Vec::new();
+    let mut param_names = Vec::new();
     for p in &kernel.params {
         let ident = format_ident!("{}", p.name);
         let ty = rust_type(p.ty);
         param_decls.push(quote!(#ident: #ty));
         param_values.push(quote!(#ident as f64));
+        param_names.push(ident);
     }
     let parts: Vec<String> = kernel
         .extents
@@ -384,12 +388,7 @@ fn expand(
                 #(#arg_decls,)*
                 #(#param_decls,)*
             ) -> ::std::result::Result<(), ::passfold::Error> {
-                let kernel = Self::compiled()?;
-                let extents: [i64; #n_extents] = [#(#extent_values),*];
-                let args = ::std::vec![#(#arg_values),*];
-                kernel
-                    .call(args, &[#(#param_values),*])
-                    .map_err(::passfold::Error::Call)
+                Self::call_threads(1, #(#extents,)* #(#arg_names,)* #(#param_names,)*)
             }
 
             /// [`call`](Self::call) on up to `threads` threads
