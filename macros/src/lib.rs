@@ -354,6 +354,14 @@ fn expand(
         "Runs the kernel: {signature}. Extents first, then tensors (row-major), then parameters.{fixed_doc}{consts_doc}"
     );
     let doc_plan = format!("The plan computed when the crate compiled:\n\n```text\n{plan_text}```");
+    let call_fn = call_fn(
+        &doc_call,
+        &extents,
+        &arg_decls,
+        &param_decls,
+        &arg_names,
+        &param_names,
+    );
     quote! {
         #[doc = "A passfold kernel checked and planned at compile time (`kernel!`)."]
         #[allow(non_camel_case_types)]
@@ -381,15 +389,7 @@ fn expand(
                 Ok(KERNEL.get_or_init(|| k).clone())
             }
 
-            #[doc = #doc_call]
-            #[allow(clippy::too_many_arguments)]
-            pub fn call(
-                #(#extents: usize,)*
-                #(#arg_decls,)*
-                #(#param_decls,)*
-            ) -> ::std::result::Result<(), ::passfold::Error> {
-                Self::call_threads(1, #(#extents,)* #(#arg_names,)* #(#param_names,)*)
-            }
+            #call_fn
 
             /// [`call`](Self::call) on up to `threads` threads
             /// ([`passfold::CompiledKernel::call_threads`]: rows over threads,
@@ -478,6 +478,14 @@ fn expand_aot(
             " (except those fixed by `#[extents]`)"
         }
     );
+    let call_fn = call_fn(
+        &doc_call,
+        &extents,
+        &arg_decls,
+        &param_decls,
+        &arg_names,
+        &param_names,
+    );
     Ok(quote! {
         #[doc = "A passfold kernel checked, planned and compiled ahead of time (`kernel!` with `#[aot]`)."]
         #[allow(non_camel_case_types)]
@@ -502,15 +510,7 @@ fn expand_aot(
                 #module::level()
             }
 
-            #[doc = #doc_call]
-            #[allow(clippy::too_many_arguments)]
-            pub fn call(
-                #(#extents: usize,)*
-                #(#arg_decls,)*
-                #(#param_decls,)*
-            ) -> ::std::result::Result<(), ::passfold::Error> {
-                Self::call_threads(1, #(#extents,)* #(#arg_names,)* #(#param_names,)*)
-            }
+            #call_fn
 
             /// [`call`](Self::call) with the rows split over up to `threads`
             /// scoped threads (each row computed as on one thread, so
@@ -594,6 +594,29 @@ mod tests {
                 }"
             )
         );
+    }
+}
+
+/// The typed item's `call`: `call_threads` on one thread, the same in the
+/// JIT and the AOT item.
+fn call_fn(
+    doc: &str,
+    extents: &[proc_macro2::Ident],
+    arg_decls: &[Tokens],
+    param_decls: &[Tokens],
+    arg_names: &[proc_macro2::Ident],
+    param_names: &[proc_macro2::Ident],
+) -> Tokens {
+    quote! {
+        #[doc = #doc]
+        #[allow(clippy::too_many_arguments)]
+        pub fn call(
+            #(#extents: usize,)*
+            #(#arg_decls,)*
+            #(#param_decls,)*
+        ) -> ::std::result::Result<(), ::passfold::Error> {
+            Self::call_threads(1, #(#extents,)* #(#arg_names,)* #(#param_names,)*)
+        }
     }
 }
 
