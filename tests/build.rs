@@ -52,6 +52,7 @@ fn main() {
                 &kernel,
                 passfold_dsl::PlanOptions {
                     unfused,
+                    wide: true,
                     ..Default::default()
                 },
             );

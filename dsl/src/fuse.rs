@@ -69,6 +69,10 @@ pub enum Reload {
     Reload,
     /// Always recompute.
     Recompute,
+    /// The running-max form with its terms stored during the max's sweep
+    /// and rescaled per block in the output sweep
+    /// ([`crate::blockstore`]); recompute where that does not apply.
+    BlockStore,
 }
 
 /// Planner choices.
@@ -746,7 +750,7 @@ fn find_reloads(
     full: u64,
     reload: Reload,
 ) -> Vec<ReloadPlan> {
-    if reload == Reload::Recompute {
+    if matches!(reload, Reload::Recompute | Reload::BlockStore) {
         return Vec::new();
     }
     let mut out = Vec::new();

@@ -15,6 +15,7 @@ pub mod arena;
 pub mod ast;
 pub mod bind;
 pub mod block;
+pub mod blockstore;
 pub mod bounds;
 pub mod cost;
 pub mod diag;

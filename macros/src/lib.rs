@@ -80,8 +80,15 @@ pub fn kernel(input: TokenStream) -> TokenStream {
             let fixed: Vec<(String, i64)> = fixed.into_iter().map(|(n, v, _)| (n, v)).collect();
             if aot {
                 // The plan is planned again outside the forced fallback:
-                // the AOT tokens must be the compiler's own.
-                let plan = passfold_dsl::plan(&kernel, Default::default());
+                // the AOT tokens must be the compiler's own. Its code has
+                // full-width vectors, which the cost model weighs.
+                let plan = passfold_dsl::plan(
+                    &kernel,
+                    passfold_dsl::PlanOptions {
+                        wide: true,
+                        ..Default::default()
+                    },
+                );
                 return match expand_aot(&text, &kernel, &plan, &fixed) {
                     Ok(tokens) => tokens.into(),
                     Err(e) => syn::Error::new(Span::call_site(), e.to_string())

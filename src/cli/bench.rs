@@ -273,7 +273,7 @@ struct Candidate {
 }
 
 /// The planner's alternatives under the command line's other flags: the
-/// automatic choice, recompute and reload, both exp-shift forms, and the
+/// automatic choice, recompute, reload and the blocked store, both exp-shift forms, and the
 /// unfused plan; plans with the same text once.
 fn candidate_plans(args: &KernelArgs, kernel: &Kernel) -> Result<Vec<Candidate>> {
     use passfold_dsl::fuse::{ExpShift, Reload};
@@ -291,6 +291,13 @@ fn candidate_plans(args: &KernelArgs, kernel: &Kernel) -> Result<Vec<Candidate>>
             "fused, reload",
             passfold_dsl::PlanOptions {
                 reload: Reload::Reload,
+                ..base
+            },
+        ),
+        (
+            "fused, blocked store",
+            passfold_dsl::PlanOptions {
+                reload: Reload::BlockStore,
                 ..base
             },
         ),

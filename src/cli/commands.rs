@@ -63,6 +63,8 @@ pub fn plan_options(args: &KernelArgs, unfused: bool) -> PlanOptions {
     };
     let reload = if args.reload {
         Reload::Reload
+    } else if args.block_store {
+        Reload::BlockStore
     } else if args.recompute {
         Reload::Recompute
     } else {
@@ -79,6 +81,7 @@ pub fn plan_options(args: &KernelArgs, unfused: bool) -> PlanOptions {
         reload,
         scalar: args.scalar,
         toeplitz,
+        wide: false,
     }
 }
 
@@ -164,7 +167,15 @@ pub fn emit_rust_text(args: &KernelArgs) -> Result<Option<String>> {
         source: Some(l.src.clone()),
         test_entry: false,
     };
-    let text = passfold_aot::emit_pretty(&l.plan, &opts)?;
+    // The AOT code has full-width vectors: the cost model weighs them.
+    let plan = passfold_dsl::plan(
+        &l.kernel,
+        PlanOptions {
+            wide: true,
+            ..plan_options(args, args.unfused)
+        },
+    );
+    let text = passfold_aot::emit_pretty(&plan, &opts)?;
     let name = args
         .file
         .file_name()

@@ -55,6 +55,11 @@ pub struct KernelArgs {
     /// Always recompute shared values in output sweeps.
     #[arg(long)]
     pub recompute: bool,
+    /// Store an exp-shifted sum's terms during the running max's sweep and
+    /// rescale them per block in the output sweep (one `exp` per element,
+    /// the input read once).
+    #[arg(long, conflicts_with_all = ["reload", "recompute"])]
+    pub block_store: bool,
     /// Toeplitz products (`Σ_j c[j - i]·u_j`) by FFT: `auto` (chosen per
     /// call by the cost model), `never` or `always`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "never", "always"])]

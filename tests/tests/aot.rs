@@ -170,6 +170,7 @@ fn emit_rust(name: &str) -> String {
         reload: false,
         scalar: false,
         recompute: false,
+        block_store: false,
         fft: "auto".into(),
     };
     passfold::cli::commands::emit_rust_text(&args)
