@@ -3,14 +3,18 @@
 //! Softmax and logsumexp (`kernels/*.pf`) at a row in L1 (1 × 1024), rows
 //! in L2 (64 × 4096), one row out of cache (1 × 16,777,216) and many rows
 //! (256 × 32,000), each run by:
-//! - `aot`: `kernel!` with `#[aot]` (the dispatch picks the CPU's level);
+//! - `aot`: `kernel!` with `#[aot]` (the dispatch picks the CPU's level),
+//!   the plan its cost model picks: for softmax the blocked store (terms
+//!   stored during the running max's sweep, rescaled per block: two
+//!   sweeps, the input read once);
 //! - `aot_2_threads` (several rows): the same, `call_threads(2, ...)`: the
 //!   rows split over two threads;
 //! - `aot_online` (softmax): the AOT back end on the planner's other form,
 //!   a running max and `exp` recomputed in the output sweep (two sweeps,
 //!   12 bytes per element; `benches/build.rs`);
-//! - `jit`: the same plan through Cranelift (`passfold::compile`);
-//! - `hand_native`: the same algorithm written by hand (16-lane max, then
+//! - `jit`: the JIT's plan through Cranelift (`passfold::compile`; for
+//!   softmax the reload form: max, terms stored and summed, scaling);
+//! - `hand_native`: the reload form written by hand (16-lane max, then
 //!   `exp(x - m)` stored and summed in 16 lanes, then a division), with
 //!   the same polynomial `exp`, compiled for AVX-512 (`#[target_feature]`,
 //!   what `-C target-cpu=native` gives on this machine);
