@@ -128,7 +128,7 @@ fn fresh_temps(
 
 /// The inner loops' range: `[i, min(i + BLOCK, len(i)))` at the block's
 /// first index `i`.
-fn block_range(
+pub(crate) fn block_range(
     rw: &mut Rewriter,
     e: ExtentId,
 ) -> (crate::arena::Handle<Node>, crate::arena::Handle<Node>) {

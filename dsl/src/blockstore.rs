@@ -311,14 +311,10 @@ pub fn rescale_output(rw: &mut Rewriter, program: &mut Program, p: Pending) -> O
     let rescaled = rw.bin(BinOp::Mul, stored, f_read);
     let mut inner = ob.clone();
     rw.replace_in_ops(&mut inner, &HashMap::from([(p.term, rescaled)]));
-    let i32t = ScalarType::I32;
-    let first = rw.add(Node::IndexValue(e), i32t);
-    let one = rw.add(Node::ConstInt(1), i32t);
-    let start = rw.add(Node::Binary(BinOp::Add, first, one), i32t);
-    let size = rw.add(Node::ConstInt(BLOCK as i64), i32t);
-    let past = rw.add(Node::Binary(BinOp::Add, first, size), i32t);
-    let len = rw.add(Node::ExtentLen(e), i32t);
-    let end = rw.add(Node::Binary(BinOp::Min, past, len), i32t);
+    // The block after its first element.
+    let (first, end) = crate::block::block_range(rw, e);
+    let one = rw.add(Node::ConstInt(1), ScalarType::I32);
+    let start = rw.add(Node::Binary(BinOp::Add, first, one), ScalarType::I32);
     let mut body = vec![Op::Set {
         var: f,
         value: factor_value,

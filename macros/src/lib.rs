@@ -557,6 +557,40 @@ fn expand_aot(
     })
 }
 
+/// The typed item's `call`: `call_threads` on one thread, the same in the
+/// JIT and the AOT item.
+fn call_fn(
+    doc: &str,
+    extents: &[proc_macro2::Ident],
+    arg_decls: &[Tokens],
+    param_decls: &[Tokens],
+    arg_names: &[proc_macro2::Ident],
+    param_names: &[proc_macro2::Ident],
+) -> Tokens {
+    quote! {
+        #[doc = #doc]
+        #[allow(clippy::too_many_arguments)]
+        pub fn call(
+            #(#extents: usize,)*
+            #(#arg_decls,)*
+            #(#param_decls,)*
+        ) -> ::std::result::Result<(), ::passfold::Error> {
+            Self::call_threads(1, #(#extents,)* #(#arg_names,)* #(#param_names,)*)
+        }
+    }
+}
+
+/// The extents a generated `call` takes as arguments: those not fixed by
+/// `#[extents(..)]`, in declaration order.
+fn extent_args(kernel: &passfold_dsl::Kernel, fixed: &[(String, i64)]) -> Vec<proc_macro2::Ident> {
+    kernel
+        .extents
+        .iter()
+        .filter(|e| !fixed.iter().any(|(n, _)| n == &e.name))
+        .map(|e| format_ident!("{}", e.name))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     //! Snapshots of the expansion, formatted with prettyplease.
@@ -602,38 +636,4 @@ mod tests {
             )
         );
     }
-}
-
-/// The typed item's `call`: `call_threads` on one thread, the same in the
-/// JIT and the AOT item.
-fn call_fn(
-    doc: &str,
-    extents: &[proc_macro2::Ident],
-    arg_decls: &[Tokens],
-    param_decls: &[Tokens],
-    arg_names: &[proc_macro2::Ident],
-    param_names: &[proc_macro2::Ident],
-) -> Tokens {
-    quote! {
-        #[doc = #doc]
-        #[allow(clippy::too_many_arguments)]
-        pub fn call(
-            #(#extents: usize,)*
-            #(#arg_decls,)*
-            #(#param_decls,)*
-        ) -> ::std::result::Result<(), ::passfold::Error> {
-            Self::call_threads(1, #(#extents,)* #(#arg_names,)* #(#param_names,)*)
-        }
-    }
-}
-
-/// The extents a generated `call` takes as arguments: those not fixed by
-/// `#[extents(..)]`, in declaration order.
-fn extent_args(kernel: &passfold_dsl::Kernel, fixed: &[(String, i64)]) -> Vec<proc_macro2::Ident> {
-    kernel
-        .extents
-        .iter()
-        .filter(|e| !fixed.iter().any(|(n, _)| n == &e.name))
-        .map(|e| format_ident!("{}", e.name))
-        .collect()
 }
