@@ -909,14 +909,26 @@ impl<'a> Body<'a> {
         Ok(quote!({ #prechecks #total }))
     }
 
-    /// Merges lane `l + half` of a reduction's accumulators into lane `l`.
-    fn lane_combine(&self, op: ReduceOp, ty: ScalarType) -> TokenStream {
-        match op {
+    /// Merges the `w` lanes of a reduction's accumulators `accs` pairwise
+    /// (lane `l + half` into lane `l`) and starts `acc` at the result.
+    fn lane_merge(&self, op: ReduceOp, ty: ScalarType, w: usize) -> TokenStream {
+        let combine = match op {
             ReduceOp::Max | ReduceOp::Min => {
                 let f = self.math(ty, if op == ReduceOp::Max { "max" } else { "min" });
                 quote!(#f(accs[l], accs[l + half]))
             }
             _ => quote!(accs[l] + accs[l + half]),
+        };
+        let t = rust_type(ty);
+        quote! {
+            let mut half = #w / 2;
+            while half > 0 {
+                for l in 0..half {
+                    accs[l] = #combine;
+                }
+                half /= 2;
+            }
+            let mut acc: #t = accs[0];
         }
     }
 
@@ -1007,7 +1019,7 @@ impl<'a> Body<'a> {
                 quote!(#c[l])
             })?;
             let x_tail = emit_with(&|_, row| quote!(#row[r]))?;
-            let lane_combine = self.lane_combine(op, ty);
+            let lane_merge = self.lane_merge(op, ty, w);
             quote!({
                 let n: usize = (#len).max(0) as usize;
                 #(#row_lets)*
@@ -1023,14 +1035,7 @@ impl<'a> Body<'a> {
                     }
                     base += #w;
                 }
-                let mut half = #w / 2;
-                while half > 0 {
-                    for l in 0..half {
-                        accs[l] = #lane_combine;
-                    }
-                    half /= 2;
-                }
-                let mut acc: #t = accs[0];
+                #lane_merge
                 for r in full..n {
                     let x: #t = #x_tail;
                     acc = #combine;
@@ -1045,7 +1050,7 @@ impl<'a> Body<'a> {
             let w = self.lanes(ty);
             let i = index_ident(*e);
             let len = extent_ident(*e);
-            let lane_combine = self.lane_combine(op, ty);
+            let lane_merge = self.lane_merge(op, ty, w);
             quote!({
                 let n: i64 = #len;
                 let full: i64 = n - n % (#w as i64);
@@ -1060,14 +1065,7 @@ impl<'a> Body<'a> {
                     }
                     base += #w as i64;
                 }
-                let mut half = #w / 2;
-                while half > 0 {
-                    for l in 0..half {
-                        accs[l] = #lane_combine;
-                    }
-                    half /= 2;
-                }
-                let mut acc: #t = accs[0];
+                #lane_merge
                 for #i in full..n {
                     let x: #t = #x;
                     acc = #combine;
