@@ -265,14 +265,16 @@ fn expand(
         .extents
         .iter()
         .map(|e| match fixed_len(&e.name) {
-            Some(v) => quote!(#v),
+            Some(v) => {
+                let v = v as usize;
+                quote!(#v)
+            }
             None => {
                 let id = format_ident!("{}", e.name);
-                quote!(#id as i64)
+                quote!(#id)
             }
         })
         .collect();
-    let n_extents = extent_values.len();
     let fixed_names: Vec<&str> = fixed.iter().map(|(n, _)| n.as_str()).collect();
     let fixed_values: Vec<i64> = fixed.iter().map(|(_, v)| *v).collect();
     let mut arg_decls = Vec::new();
@@ -283,22 +285,12 @@ fn expand(
         let ident = format_ident!("{}", t.name);
         arg_names.push(ident.clone());
         let ty = rust_type(t.ty);
-        let index = id.0 as usize;
         if t.kind == TensorKind::Input {
             arg_decls.push(quote!(#ident: &[#ty]));
         } else {
             arg_decls.push(quote!(#ident: &mut [#ty]));
         }
-        arg_values.push(quote! {
-            {
-                let tensor = &kernel.kernel().tensors[#index];
-                let shape = ::passfold::dsl::shape_of(tensor, &extents)
-                    .ok_or_else(|| ::passfold::Error::Call(::passfold::CallError::TooLarge {
-                        name: tensor.name.clone(),
-                    }))?;
-                ::passfold::Arg { data: #ident.into(), shape }
-            }
-        });
+        arg_values.push(quote!(::passfold::Data::from(#ident)));
     }
     let mut param_decls = Vec::new();
     let mut param_values = Vec::new();
@@ -387,13 +379,18 @@ fn expand(
 
             /// The compiled kernel (compiled on first use, then cached).
             pub fn compiled() -> ::std::result::Result<::std::sync::Arc<::passfold::CompiledKernel>, ::passfold::Error> {
+                Self::compiled_ref().cloned()
+            }
+
+            /// The compiled kernel, borrowed from the item's cache.
+            fn compiled_ref() -> ::std::result::Result<&'static ::std::sync::Arc<::passfold::CompiledKernel>, ::passfold::Error> {
                 static KERNEL: ::std::sync::OnceLock<::std::sync::Arc<::passfold::CompiledKernel>> =
                     ::std::sync::OnceLock::new();
                 if let Some(k) = KERNEL.get() {
-                    return Ok(k.clone());
+                    return Ok(k);
                 }
                 let k = ::passfold::compile_planned(Self::PLAN_DATA, &[#((#fixed_names, #fixed_values)),*])?;
-                Ok(KERNEL.get_or_init(|| k).clone())
+                Ok(KERNEL.get_or_init(|| k))
             }
 
             #call_fn
@@ -408,11 +405,13 @@ fn expand(
                 #(#arg_decls,)*
                 #(#param_decls,)*
             ) -> ::std::result::Result<(), ::passfold::Error> {
-                let kernel = Self::compiled()?;
-                let extents: [i64; #n_extents] = [#(#extent_values),*];
-                let args = ::std::vec![#(#arg_values),*];
-                kernel
-                    .call_threads(args, &[#(#param_values),*], threads)
+                Self::compiled_ref()?
+                    .call_extents(
+                        &[#(#extent_values),*],
+                        &mut [#(#arg_values),*],
+                        &[#(#param_values),*],
+                        threads,
+                    )
                     .map_err(::passfold::Error::Call)
             }
         }

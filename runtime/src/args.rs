@@ -659,3 +659,158 @@ fn bind_extents(
         })
         .collect()
 }
+
+/// What a call with explicit extents needs of a kernel, computed once
+/// ([`Direct::new`]): the extent of every dimension of every argument and
+/// temporary. Only for kernels whose dimensions are all plain extents
+/// (`x[b, i]`, not `c[n + m - 1]`), where a tensor's element count is the
+/// product of its extents and nothing else needs checking.
+#[derive(Debug)]
+pub(crate) struct Direct {
+    /// Per argument (in `Kernel::arguments` order): its tensor, the extent
+    /// of each dimension.
+    args: Vec<(usize, SmallVec<[usize; 4]>)>,
+    /// Per temporary: its tensor, the extent of each dimension, the size of
+    /// an element in bytes.
+    temps: Vec<(usize, SmallVec<[usize; 4]>, usize)>,
+    /// The number of tensors.
+    tensors: usize,
+}
+
+/// A cache line of scratch memory (temporaries start on one).
+#[derive(Clone, Copy)]
+#[repr(align(64))]
+struct Line(#[allow(dead_code)] [u64; LINE_WORDS]); // written and read by the kernel only
+
+/// Lines of temporaries a direct call keeps on the stack (larger ones come
+/// from the pool, as in [`prepare`]).
+const STACK_LINES: usize = 16;
+
+impl Direct {
+    /// `None` when some dimension of an argument or temporary is not a
+    /// plain extent.
+    pub fn new(kernel: &Kernel) -> Option<Direct> {
+        let mut args = Vec::new();
+        let mut temps = Vec::new();
+        for (t, tensor) in kernel.tensors.iter().enumerate() {
+            let dims = tensor
+                .dims
+                .iter()
+                .map(|d| d.0.as_var().map(|e| e.0 as usize))
+                .collect::<Option<SmallVec<[usize; 4]>>>()?;
+            if tensor.kind == TensorKind::Temp {
+                temps.push((t, dims, tensor.ty.size_bytes()));
+            } else {
+                args.push((t, dims));
+            }
+        }
+        Some(Direct {
+            args,
+            temps,
+            tensors: kernel.tensors.len(),
+        })
+    }
+
+    /// Whether [`Direct::run`] takes `data` (plain slices only: no
+    /// half-precision storage, owned copies or staged views).
+    pub fn takes(&self, data: &[Data<'_>]) -> bool {
+        data.len() == self.args.len() && data.iter().all(|d| !d.is_half() && !d.owned_by_call())
+    }
+
+    /// Validates a call with explicit `extents` (by extent) and runs
+    /// `code` on it: each argument's type, mutability and length (the
+    /// product of its extents), then temporaries (on the stack when small).
+    /// `data` must be [`Direct::takes`]; `extents` and `params` have the
+    /// kernel's counts (checked by the caller).
+    pub fn run(
+        &self,
+        kernel: &Kernel,
+        code: &crate::call::JitCode,
+        extents: &[i64],
+        data: &mut [Data<'_>],
+        params: &[f64],
+    ) -> Result<i32, CallError> {
+        let mut tensors: Ptrs = smallvec::smallvec![std::ptr::null_mut(); self.tensors];
+        for ((t, dims), arg) in self.args.iter().zip(data.iter_mut()) {
+            let tensor = &kernel.tensors[*t];
+            let name = || tensor.name.clone();
+            if arg.ty() != tensor.ty {
+                return Err(CallError::WrongType {
+                    arg: name(),
+                    expected: tensor.ty,
+                    found: arg.ty(),
+                });
+            }
+            if tensor.kind != TensorKind::Input && !arg.is_mut() {
+                return Err(CallError::NotMutable { arg: name() });
+            }
+            let expected =
+                elements(dims, extents).ok_or_else(|| CallError::TooLarge { name: name() })?;
+            if expected != arg.len() {
+                return Err(CallError::Length {
+                    arg: name(),
+                    shape: dims.iter().map(|&e| extents[e] as usize).collect(),
+                    expected,
+                    found: arg.len(),
+                });
+            }
+            tensors[*t] = arg.base();
+        }
+        // Each temporary on lines of its own (at least one).
+        let mut lines = 0usize;
+        let mut placed: SmallVec<[(usize, usize); 8]> = SmallVec::new();
+        for (t, dims, size) in &self.temps {
+            let too_large = || CallError::TooLarge {
+                name: kernel.tensors[*t].name.clone(),
+            };
+            let bytes = elements(dims, extents)
+                .and_then(|n| n.checked_mul(*size))
+                .ok_or_else(too_large)?;
+            placed.push((*t, lines));
+            lines = lines
+                .checked_add(bytes.div_ceil(8 * LINE_WORDS).max(1))
+                .ok_or_else(too_large)?;
+        }
+        let mut stack: SmallVec<[Line; STACK_LINES]> = SmallVec::new();
+        let mut pooled = Temps::new();
+        if lines <= STACK_LINES {
+            stack.resize(lines, Line([0; LINE_WORDS]));
+            for &(t, at) in &placed {
+                tensors[t] = stack[at..].as_mut_ptr() as *mut u8;
+            }
+        } else {
+            let words = lines * LINE_WORDS + LINE_WORDS;
+            let mut buf = take_buffer(words).ok_or_else(|| CallError::Alloc {
+                tensor: kernel.tensors[placed[0].0].name.clone(),
+                bytes: words.saturating_mul(8),
+            })?;
+            let misalign = (buf.as_ptr() as usize / 8) % LINE_WORDS;
+            let first = (LINE_WORDS - misalign) % LINE_WORDS;
+            for &(t, at) in &placed {
+                tensors[t] = buf[first + at * LINE_WORDS..].as_mut_ptr() as *mut u8;
+            }
+            pooled.push(buf);
+        }
+        let mut frame = Frame {
+            tensors,
+            extents: Extents::from_slice(extents),
+            params: Params::from_slice(params),
+            rows: [0, i64::MAX, 0, 1],
+            _temps: pooled,
+            _widened: Vec::new(),
+            kept: Vec::new(),
+            _borrow: PhantomData,
+        };
+        Ok(code.invoke(&mut frame))
+    }
+}
+
+/// The element count of a tensor with these extents, if its bytes (at 8
+/// per element at most) fit an `isize`.
+fn elements(dims: &[usize], extents: &[i64]) -> Option<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &e| {
+            acc.checked_mul(usize::try_from(extents[e]).ok()?)
+        })
+        .filter(|n| n.checked_mul(8).is_some_and(|b| b <= isize::MAX as usize))
+}

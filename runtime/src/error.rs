@@ -48,6 +48,14 @@ pub enum CallError {
         /// The length the call's arguments give.
         found: i64,
     },
+    /// Wrong number of extents ([`crate::CompiledKernel::call_extents`]).
+    #[error("expected {expected} extent(s), found {found}")]
+    ExtentCount {
+        /// The kernel's count.
+        expected: usize,
+        /// The caller's count.
+        found: usize,
+    },
     /// Wrong number of scalar parameters.
     #[error("expected {expected} parameter(s), found {found}")]
     ParamCount {

@@ -75,6 +75,7 @@ pub fn compile_specialized(
         plan: plan.clone(),
         split: std::sync::OnceLock::new(),
         row_extent: plan.row_extent(),
+        direct: args::Direct::new(&plan.kernel),
         kernel: plan.kernel.clone(),
         code,
         gather_sites,
@@ -146,6 +147,9 @@ pub struct CompiledKernel {
     /// The compiled [`Plan::variant`], run when the plan prefers it at a
     /// call's extents.
     variant: Option<Box<CompiledKernel>>,
+    /// The short path of [`CompiledKernel::call_extents`], when every
+    /// dimension is a plain extent.
+    direct: Option<args::Direct>,
 }
 
 impl std::fmt::Debug for CompiledKernel {
@@ -233,6 +237,82 @@ impl CompiledKernel {
         threads: usize,
     ) -> Result<(), CallError> {
         self.run_threads(args, &[], params, threads, true)
+    }
+
+    /// Calls the kernel with every extent given (`extents`, in the kernel's
+    /// order of extents), its argument tensors as flat row-major data in
+    /// [`Kernel::arguments`] order, and its parameters in order, on up to
+    /// `threads` threads ([`CompiledKernel::call_threads`]). This is the
+    /// typed `kernel!` item's call.
+    ///
+    /// Each argument's length must be the product of its dimensions at
+    /// these extents; the checks and errors are those of
+    /// [`CompiledKernel::call`]. On one thread, with plain slices and a
+    /// kernel whose dimensions are all plain extents, the call takes a
+    /// short path: the checks are a length product per argument, no shape
+    /// is built and small temporaries live on the stack (a few hundred
+    /// instructions instead of a few thousand).
+    pub fn call_extents(
+        &self,
+        extents: &[usize],
+        data: &mut [Data<'_>],
+        params: &[f64],
+        threads: usize,
+    ) -> Result<(), CallError> {
+        if extents.len() != self.kernel.extents.len() {
+            return Err(CallError::ExtentCount {
+                expected: self.kernel.extents.len(),
+                found: extents.len(),
+            });
+        }
+        let mut lens: args::Extents = smallvec::SmallVec::with_capacity(extents.len());
+        for (e, &len) in extents.iter().enumerate() {
+            lens.push(i64::try_from(len).map_err(|_| CallError::TooLarge {
+                name: self.kernel.extents[e].name.clone(),
+            })?);
+        }
+        if let Some(direct) = &self.direct
+            && threads <= 1
+            && self.variant.is_none()
+            && direct.takes(data)
+            && params.len() == self.kernel.params.len()
+        {
+            for (e, fixed) in self.fixed.iter().enumerate() {
+                if let Some(len) = *fixed
+                    && lens[e] != len
+                {
+                    return Err(CallError::Specialized {
+                        extent: self.kernel.extents[e].name.clone(),
+                        compiled: len,
+                        found: lens[e],
+                    });
+                }
+            }
+            let status = direct.run(&self.kernel, &self.code, &lens, data, params)?;
+            return self.status(status);
+        }
+        let n_args = self.kernel.arguments().count();
+        if data.len() != n_args {
+            return Err(CallError::ArgCount {
+                expected: n_args,
+                found: data.len(),
+            });
+        }
+        let mut args = Vec::with_capacity(n_args);
+        for (d, t) in data.iter_mut().zip(self.kernel.arguments()) {
+            let tensor = self.kernel.tensor(t);
+            let shape =
+                passfold_dsl::shape_of(tensor, &lens).ok_or_else(|| CallError::TooLarge {
+                    name: tensor.name.clone(),
+                })?;
+            args.push(Arg {
+                data: std::mem::replace(d, Data::F32(&[])),
+                shape,
+            });
+        }
+        let explicit: smallvec::SmallVec<[Option<i64>; 8]> =
+            lens.iter().map(|&l| Some(l)).collect();
+        self.run_threads(args, &explicit, params, threads, false)
     }
 
     /// Whether calls can split rows over threads.

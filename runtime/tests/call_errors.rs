@@ -387,3 +387,180 @@ fn specialized_extents() {
     assert!(!std::sync::Arc::ptr_eq(&s7, &s8));
     assert!(!std::sync::Arc::ptr_eq(&s7, &plain));
 }
+
+/// `call_extents` (the typed `kernel!` call): the short path agrees with
+/// `call` bit for bit, and each misuse gets the error `call` gives.
+#[test]
+fn call_extents_checks_like_call() {
+    use passfold_runtime::{Data, compile_specialized};
+    let k = compile_src(SOFTMAX_T);
+    let x: Vec<f32> = (0..21).map(|v| (v as f32 * 0.37).sin() * 40.0).collect();
+    let mut want = vec![0.0f32; 21];
+    k.call(
+        vec![Arg::new(&x, &[3, 7]), Arg::new(&mut want, &[3, 7])],
+        &[0.7],
+    )
+    .unwrap();
+    for threads in [1, 2] {
+        let mut y = vec![0.0f32; 21];
+        k.call_extents(
+            &[3, 7],
+            &mut [Data::from(&x[..]), Data::from(&mut y[..])],
+            &[0.7],
+            threads,
+        )
+        .unwrap();
+        assert_eq!(y, want, "{threads} thread(s)");
+    }
+    // Half-precision inputs take the general path.
+    let xh: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let mut y = vec![0.0f32; 21];
+    k.call_extents(
+        &[3, 7],
+        &mut [Data::from(&xh[..]), Data::from(&mut y[..])],
+        &[0.7],
+        1,
+    )
+    .unwrap();
+    assert!(y.iter().all(|v| v.is_finite()));
+
+    let mut y = vec![0.0f32; 21];
+    let y_shared = vec![0.0f32; 21];
+    let x64 = vec![0.0f64; 21];
+    assert_eq!(
+        k.call_extents(
+            &[21],
+            &mut [Data::from(&x[..]), Data::from(&mut y[..])],
+            &[0.7],
+            1
+        ),
+        Err(CallError::ExtentCount {
+            expected: 2,
+            found: 1,
+        })
+    );
+    assert_eq!(
+        k.call_extents(&[3, 7], &mut [Data::from(&x[..])], &[0.7], 1),
+        Err(CallError::ArgCount {
+            expected: 2,
+            found: 1,
+        })
+    );
+    assert_eq!(
+        k.call_extents(
+            &[3, 7],
+            &mut [Data::from(&x[..]), Data::from(&mut y[..])],
+            &[],
+            1
+        ),
+        Err(CallError::ParamCount {
+            expected: 1,
+            found: 0,
+        })
+    );
+    assert_eq!(
+        k.call_extents(
+            &[3, 8],
+            &mut [Data::from(&x[..]), Data::from(&mut y[..])],
+            &[0.7],
+            1
+        ),
+        Err(CallError::Length {
+            arg: "x".into(),
+            shape: vec![3, 8],
+            expected: 24,
+            found: 21,
+        })
+    );
+    assert_eq!(
+        k.call_extents(
+            &[3, 7],
+            &mut [Data::from(&x[..]), Data::from(&y_shared[..])],
+            &[0.7],
+            1
+        ),
+        Err(CallError::NotMutable { arg: "y".into() })
+    );
+    assert_eq!(
+        k.call_extents(
+            &[usize::MAX / 2, 3],
+            &mut [Data::from(&x[..]), Data::from(&mut y[..])],
+            &[0.7],
+            1,
+        ),
+        Err(CallError::TooLarge { name: "x".into() })
+    );
+    assert_eq!(
+        k.call_extents(
+            &[usize::MAX, 3],
+            &mut [Data::from(&x[..]), Data::from(&mut y[..])],
+            &[0.7],
+            1
+        ),
+        Err(CallError::TooLarge { name: "b".into() })
+    );
+    let err = k
+        .call_extents(
+            &[3, 7],
+            &mut [Data::from(&x64[..]), Data::from(&mut y[..])],
+            &[0.7],
+            1,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::WrongType { arg, .. } if arg == "x"),
+        "{err}"
+    );
+
+    let plan = common::plan_of(SOFTMAX_T, &Default::default());
+    let fixed = compile_specialized(&plan, &[("i", 7)]).unwrap();
+    let err = fixed
+        .call_extents(
+            &[7, 3],
+            &mut [Data::from(&x[..]), Data::from(&mut y[..])],
+            &[0.7],
+            1,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Specialized {
+            extent: "i".into(),
+            compiled: 7,
+            found: 3
+        }
+    );
+}
+
+/// The short path's temporaries: on the stack when small, pooled when
+/// large (a row temporary of 2,000 rows), and the results agree with
+/// `call` either way.
+#[test]
+fn call_extents_with_large_temporaries() {
+    use passfold_runtime::Data;
+    let k = compile_src(SOFTMAX_T);
+    for (rows, n) in [(1usize, 1usize), (2, 5), (2000, 3), (0, 4), (3, 0)] {
+        let x: Vec<f32> = (0..rows * n)
+            .map(|v| (v as f32 * 0.91).cos() * 30.0)
+            .collect();
+        let mut want = vec![0.0f32; rows * n];
+        k.call(
+            vec![Arg::new(&x, &[rows, n]), Arg::new(&mut want, &[rows, n])],
+            &[1.3],
+        )
+        .unwrap();
+        let mut y = vec![0.0f32; rows * n];
+        k.call_extents(
+            &[rows, n],
+            &mut [Data::from(&x[..]), Data::from(&mut y[..])],
+            &[1.3],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{rows}x{n}"
+        );
+    }
+}
