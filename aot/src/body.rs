@@ -638,7 +638,7 @@ impl<'a> Body<'a> {
             (ScalarType::I32, BinOp::Sub) => quote!(#x.wrapping_sub(#y)),
             (ScalarType::I32, BinOp::Mul) => quote!(#x.wrapping_mul(#y)),
             (ScalarType::I32, BinOp::Min) => quote!(::core::cmp::min(#x, #y)),
-            (ScalarType::I32, BinOp::Max) => quote!(::core::cmp::max(#x, #y)),
+            (ScalarType::I32, BinOp::Max | BinOp::MaxNum) => quote!(::core::cmp::max(#x, #y)),
             // 0 for a zero divisor or an overflowing quotient, as the JIT.
             (ScalarType::I32, BinOp::Div) => quote!(#x.checked_div(#y).unwrap_or(0)),
             (_, BinOp::Add) => quote!((#x + #y)),
@@ -653,6 +653,11 @@ impl<'a> Body<'a> {
                 let f = self.math(ty, "max");
                 quote!(#f(#x, #y))
             }
+            // `x < y ? y : x`: one `vmaxps`.
+            (_, BinOp::MaxNum) => quote!({
+                let (x, y) = (#x, #y);
+                if x < y { y } else { x }
+            }),
         })
     }
 

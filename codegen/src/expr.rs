@@ -255,6 +255,10 @@ impl Emitter<'_, '_> {
             (_, BinOp::Div) => b.ins().fdiv(x, y),
             (_, BinOp::Min) => b.ins().fmin(x, y),
             (_, BinOp::Max) => b.ins().fmax(x, y),
+            (_, BinOp::MaxNum) => {
+                let lt = b.ins().fcmp(FloatCC::LessThan, x, y);
+                b.ins().select(lt, y, x)
+            }
         })
     }
 

@@ -308,6 +308,11 @@ impl Emitter<'_, '_> {
                 match op {
                     BinOp::Min => self.vmin_max(l, false, x, y),
                     BinOp::Max => self.vmin_max(l, true, x, y),
+                    BinOp::MaxNum => {
+                        // `x < y ? y : x`: one `maxps`.
+                        let lt = self.b.ins().fcmp(FloatCC::LessThan, x, y);
+                        self.vselect(l, lt, y, x)
+                    }
                     _ => {
                         let ins = self.b.ins();
                         match op {

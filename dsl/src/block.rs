@@ -33,9 +33,17 @@ use std::collections::HashMap;
 pub const BLOCK: u32 = 1024;
 
 /// Rewrites every online sweep of `program` into blocks; returns how many.
-pub fn block_online_sweeps(rw: &mut Rewriter, program: &mut Program) -> usize {
+///
+/// The running maxes of `covered` (variables of maxes whose NaN another
+/// reduction carries, [`crate::nancover`]) may pass over NaN, so their
+/// blocks never skip terms: they take them against `max == -inf ? 0 : max`.
+pub fn block_online_sweeps(
+    rw: &mut Rewriter,
+    program: &mut Program,
+    covered: &std::collections::HashSet<VarId>,
+) -> usize {
     rewrite_sweeps(rw, program, &mut |rw, program, e, states, body| {
-        blocked(rw, program, e, states, body)
+        blocked(rw, program, e, states, body, covered)
             .or_else(|| blocked_welford(rw, program, e, states, body))
             .map(|body| (body, BLOCK))
     })
@@ -245,6 +253,7 @@ fn blocked(
     e: ExtentId,
     states: &[AccState],
     body: &[Op],
+    covered: &std::collections::HashSet<VarId>,
 ) -> Option<Vec<Op>> {
     let RunningMax {
         at_if: p,
@@ -311,11 +320,20 @@ fn blocked(
         .iter()
         .enumerate()
         .all(|(i, s)| i == max_at || matches!(s.law, Law::OnlineSum { max } if max == max_at));
-    let guarded = only_shifted && !stores(&second);
-    let guards = if guarded {
-        unguard(rw, acc)
-    } else {
-        HashMap::new()
+    // A running max that may pass over NaN ([`crate::nancover`]) could be
+    // `-inf` after a block of `-inf` and NaN: its blocks never skip, and
+    // take their terms against `shift = max == -inf ? 0 : max`, which is
+    // the max itself above `-inf`, and at `-inf` gives `exp(-inf - 0) = 0`
+    // for the `-inf` terms and NaN for the NaN ones.
+    let shift = covered.contains(&acc).then(|| {
+        let name = format!("{}.shift", program.vars[acc.0 as usize].name);
+        program.var(name, ty)
+    });
+    let guarded = shift.is_none() && only_shifted && !stores(&second);
+    let guards = match shift {
+        Some(shift) => shift_guards(rw, acc, shift, ty),
+        None if guarded => unguard(rw, acc),
+        None => HashMap::new(),
     };
     let second: Vec<Op> = second
         .into_iter()
@@ -373,7 +391,15 @@ fn blocked(
     } else {
         second_loop
     };
-    Some(vec![
+    let shift_set = shift.map(|shift| {
+        let at_neg_inf = rw.add(Node::Cmp(CmpOp::Eq, acc_read, neg_inf), ScalarType::Bool);
+        let zero = rw.float(0.0, ty);
+        Op::Set {
+            var: shift,
+            value: rw.add(Node::Select(at_neg_inf, zero, acc_read), ty),
+        }
+    });
+    let mut ops = vec![
         Op::Set {
             var: blk,
             value: neg_inf,
@@ -399,8 +425,35 @@ fn blocked(
             cond,
             then: then.to_vec(),
         },
-        second_loop,
-    ])
+    ];
+    ops.extend(shift_set);
+    ops.push(second_loop);
+    Some(ops)
+}
+
+/// `select(q == -inf, 0, exp.nonpos(q - acc)) → exp.nonpos(q - shift)` for
+/// every such node of the kernel.
+fn shift_guards(
+    rw: &mut Rewriter,
+    acc: VarId,
+    shift: VarId,
+    ty: ScalarType,
+) -> HashMap<crate::arena::Handle<Node>, crate::arena::Handle<Node>> {
+    let guards = unguard(rw, acc);
+    let shift_read = rw.var(shift, ty);
+    guards
+        .into_iter()
+        .map(|(select, e)| {
+            let Node::Unary(_, d) = rw.kernel.nodes[e] else {
+                return (select, e);
+            };
+            let Node::Binary(BinOp::Sub, q, _) = rw.kernel.nodes[d] else {
+                return (select, e);
+            };
+            let d = rw.bin(BinOp::Sub, q, shift_read);
+            (select, rw.add(Node::Unary(UnOp::ExpNonPos, d), ty))
+        })
+        .collect()
 }
 
 /// `select(q == -inf, 0, exp.nonpos(q - acc)) → exp.nonpos(q - acc)` for

@@ -617,7 +617,7 @@ fn binary(op: BinOp, x: f64, y: f64, ty: ScalarType) -> f64 {
             BinOp::Mul => a.wrapping_mul(b),
             BinOp::Div => a.checked_div(b).unwrap_or(0),
             BinOp::Min => a.min(b),
-            BinOp::Max => a.max(b),
+            BinOp::Max | BinOp::MaxNum => a.max(b),
             BinOp::And => ((a != 0) && (b != 0)) as i32,
             BinOp::Or => ((a != 0) || (b != 0)) as i32,
         } as f64;
@@ -629,6 +629,13 @@ fn binary(op: BinOp, x: f64, y: f64, ty: ScalarType) -> f64 {
         BinOp::Div => x / y,
         BinOp::Min => crate::lower::nan_min(x, y),
         BinOp::Max => crate::lower::nan_max(x, y),
+        BinOp::MaxNum => {
+            if x < y {
+                y
+            } else {
+                x
+            }
+        }
         BinOp::And => ((x != 0.0) && (y != 0.0)) as i32 as f64,
         BinOp::Or => ((x != 0.0) || (y != 0.0)) as i32 as f64,
     }

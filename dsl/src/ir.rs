@@ -340,6 +340,12 @@ pub enum BinOp {
     Min,
     /// NaN-propagating maximum (`max(-0, +0) = +0`).
     Max,
+    /// `a < b ? b : a`: the maximum, except that a NaN `b` is passed over
+    /// (a NaN `a` is kept), and of two zeros either may come out. One
+    /// `maxps` in vector code against three for [`BinOp::Max`]. Never in a
+    /// checked kernel: the planner puts it in the running maxes whose NaN
+    /// another reduction carries ([`crate::nancover`]).
+    MaxNum,
     And,
     Or,
 }

@@ -27,6 +27,7 @@ pub mod licm;
 pub mod lir;
 pub mod lower;
 pub mod math;
+pub mod nancover;
 pub mod parse;
 pub mod plan;
 pub mod recip;

@@ -195,11 +195,33 @@ fn finish(mut plan: Plan, opts: PlanOptions) -> Plan {
     let pending = (plan.fused && opts.reload == crate::fuse::Reload::BlockStore)
         .then(|| crate::blockstore::store_terms(&mut rw, &mut plan.program))
         .flatten();
-    crate::block::block_online_sweeps(&mut rw, &mut plan.program);
+    let covered = crate::nancover::covered_maxes(&rw.kernel);
+    let vars = crate::nancover::covered_vars(&rw.kernel, &plan.program, &covered);
+    crate::block::block_online_sweeps(&mut rw, &mut plan.program, &vars);
     if let Some(p) = pending
         && let Some(rule) = crate::blockstore::rescale_output(&mut rw, &mut plan.program, p)
     {
         plan.rules.push(rule);
+    }
+    let vars = crate::nancover::covered_vars(&rw.kernel, &plan.program, &covered);
+    if crate::nancover::ignore_nans(&mut rw, &mut plan.program, &vars) > 0 {
+        let mut names: Vec<(String, String)> = covered
+            .iter()
+            .filter_map(|&m| {
+                crate::nancover::carrier(&rw.kernel, m).map(|s| {
+                    (
+                        rw.kernel.tensor(m).name.clone(),
+                        rw.kernel.tensor(s).name.clone(),
+                    )
+                })
+            })
+            .collect();
+        names.sort();
+        for (m, s) in names {
+            plan.rules.push(format!(
+                "nan-cover: a NaN in the row makes `{s}` NaN and every reader of `{m}` reads `{s}`, so the running max of `{m}` passes over NaN (maxnum)"
+            ));
+        }
     }
     if !opts.scalar {
         crate::jam::jam_online_sweeps(&mut rw, &mut plan.program);

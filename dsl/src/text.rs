@@ -203,6 +203,7 @@ pub fn binop_name(op: BinOp) -> &'static str {
         BinOp::Div => "div",
         BinOp::Min => "min",
         BinOp::Max => "max",
+        BinOp::MaxNum => "maxnum",
         BinOp::And => "and",
         BinOp::Or => "or",
     }

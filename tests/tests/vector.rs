@@ -518,3 +518,157 @@ fn blocked_store_agrees_with_the_interpreter() {
         }
     }
 }
+
+/// The nan-cover rule (`passfold_dsl::nancover`): a max whose NaN the sum
+/// of its shifted exps carries runs as `maxnum` (passing over NaN), only
+/// when every reader of the max reads that sum; the results keep every NaN
+/// and `-inf` case of the NaN-propagating max: rows of `-inf` and NaN in
+/// one block or across blocks of 1,024, a NaN before, after or among
+/// finite values, on every plan form and on split rows.
+#[test]
+fn nan_cover_max_passes_over_nan_and_keeps_nans() {
+    let check = |src: &str| passfold_dsl::check(src, &LowerOptions::default()).expect("checks");
+    let has_rule = |src: &str| {
+        passfold_dsl::plan(&check(src), PlanOptions::default())
+            .to_string()
+            .contains("nan-cover")
+    };
+    for name in ["softmax", "logsumexp", "cross_entropy", "log_softmax"] {
+        let k = passfold_kernels::CATALOGUE
+            .iter()
+            .find(|k| k.name == name)
+            .expect("in the catalogue");
+        assert!(has_rule(k.source), "{name}");
+    }
+    // The max is an output: its NaN must be its own.
+    assert!(!has_rule(
+        "kernel k(x: f32[b, i]) -> (m: f32[b], y: f32[b]) {
+            m[b] = max[i](x[b, i]);
+            s[b] = sum[i](exp(x[b, i] - m[b]));
+            y[b] = m[b] + log(s[b]);
+        }"
+    ));
+    // A reader of the max that does not read the sum, or reads it through
+    // an operation that can drop a NaN.
+    assert!(!has_rule(
+        "kernel k(x: f32[b, i]) -> (y: f32[b], z: f32[b]) {
+            m[b] = max[i](x[b, i]);
+            s[b] = sum[i](exp(x[b, i] - m[b]));
+            y[b] = m[b] + log(s[b]);
+            z[b] = 2.0 * m[b];
+        }"
+    ));
+    assert!(!has_rule(
+        "kernel k(x: f32[b, i]) -> (y: f32[b]) {
+            m[b] = max[i](x[b, i]);
+            s[b] = sum[i](exp(x[b, i] - m[b]));
+            y[b] = select(s[b] > 0.0, m[b], 1.0);
+        }"
+    ));
+    // A sum that does not see every element of the max.
+    assert!(!has_rule(
+        "kernel k(x: f32[b, i]) -> (y: f32[b]) {
+            m[b] = max[i](x[b, i]);
+            s[b] = sum[i](select(x[b, i] > 0.0, exp(x[b, i] - m[b]), 0.0));
+            y[b] = m[b] + log(s[b]);
+        }"
+    ));
+
+    let (ninf, nan) = (f64::NEG_INFINITY, f64::NAN);
+    let rows_of = |n: usize| -> Vec<Vec<f64>> {
+        let finite = |i: usize| ((i * 37) % 101) as f64 * 0.7 - 30.0;
+        let mut rows = vec![vec![ninf; n], (0..n).map(finite).collect()];
+        for p in [0, n / 2, n.saturating_sub(1), 1024.min(n.saturating_sub(1))] {
+            let mut r = vec![ninf; n];
+            r[p] = nan;
+            rows.push(r);
+            let mut r: Vec<f64> = (0..n).map(finite).collect();
+            r[p] = nan;
+            rows.push(r);
+            // -inf up to p, NaN at p, finite after.
+            let r: Vec<f64> = (0..n)
+                .map(|i| match i.cmp(&p) {
+                    std::cmp::Ordering::Less => ninf,
+                    std::cmp::Ordering::Equal => nan,
+                    std::cmp::Ordering::Greater => finite(i),
+                })
+                .collect();
+            rows.push(r);
+            // finite up to p, +inf at p.
+            let mut r: Vec<f64> = (0..n).map(finite).collect();
+            r[p] = f64::INFINITY;
+            rows.push(r);
+        }
+        rows
+    };
+    let catalogue = |name: &str| {
+        check(
+            passfold_kernels::CATALOGUE
+                .iter()
+                .find(|k| k.name == name)
+                .expect("in the catalogue")
+                .source,
+        )
+    };
+    for name in ["softmax", "logsumexp"] {
+        let kernel = catalogue(name);
+        for reload in [
+            passfold_dsl::fuse::Reload::Auto,
+            passfold_dsl::fuse::Reload::Reload,
+            passfold_dsl::fuse::Reload::Recompute,
+            passfold_dsl::fuse::Reload::BlockStore,
+        ] {
+            let plan = passfold_dsl::plan(
+                &kernel,
+                PlanOptions {
+                    reload,
+                    ..Default::default()
+                },
+            );
+            assert!(plan.to_string().contains("maxnum"), "{plan}");
+            let jit = passfold_runtime::compile(&plan).expect("compiles");
+            for n in [1usize, 5, 1023, 1024, 1025, 2049, 3000] {
+                let rows = rows_of(n);
+                let b = rows.len() as i64;
+                let x: Vec<f64> = rows.concat();
+                let out_len = if name == "softmax" {
+                    x.len()
+                } else {
+                    rows.len()
+                };
+                let y0 = vec![0.0; out_len];
+                let want = passfold_dsl::interpret(
+                    &kernel,
+                    &[b, n as i64],
+                    vec![x.clone(), y0.clone()],
+                    &[],
+                    passfold_dsl::Precision::F64,
+                )
+                .expect("interprets");
+                for threads in [1, 2] {
+                    let got = jit
+                        .call_f64(&[b, n as i64], &[x.clone(), y0.clone()], &[], threads)
+                        .expect("runs");
+                    for (i, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
+                        let row = if name == "softmax" { i / n } else { i };
+                        // A row of all -inf: the running-max forms give
+                        // their documented limit (`adversarial.rs`,
+                        // `all_neg_inf_rows_give_the_documented_values`).
+                        let all_neg_inf = rows[row].iter().all(|&v| v == ninf);
+                        let ok = if rows[row].iter().any(|v| v.is_nan()) {
+                            g.is_nan()
+                        } else if w.is_nan() {
+                            g.is_nan() || (all_neg_inf && (*g == 0.0 || g.is_infinite()))
+                        } else {
+                            g == w || (g - w).abs() <= 1e-5 * w.abs().max(1e-30) + 1e-6
+                        };
+                        assert!(
+                            ok,
+                            "{name} {reload:?} n = {n}, {threads} thread(s): y[{i}] (row {row}) = {g}, interpreter {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
