@@ -13,7 +13,10 @@
 //!   a running max and `exp` recomputed in the output sweep (two sweeps,
 //!   12 bytes per element; `benches/build.rs`);
 //! - `jit`: the JIT's plan through Cranelift (`passfold::compile`; for
-//!   softmax the reload form: max, terms stored and summed, scaling);
+//!   softmax the reload form: max, terms stored and summed, scaling),
+//!   called by name (`bind`);
+//! - `jit_typed`: the same plan as a `kernel!` item without `#[aot]`, whose
+//!   typed `call` takes the short path (`call_extents`);
 //! - `hand_native`: the reload form written by hand (16-lane max, then
 //!   `exp(x - m)` stored and summed in 16 lanes, then a division), with
 //!   the same polynomial `exp`, compiled for AVX-512 (`#[target_feature]`,
@@ -44,6 +47,37 @@ passfold::kernel! {
         m[b] = max[i](x[b, i]);
         s[b] = sum[i](exp(x[b, i] - m[b]));
         y[b] = m[b] + log(s[b]);
+    }
+}
+
+/// The same kernels as JIT items (`kernel!` without `#[aot]`): the typed
+/// call's short path (`CompiledKernel::call_extents`).
+mod jit_items {
+    passfold::kernel! {
+        kernel softmax(x: f32[b, i]) -> (y: f32[b, i]) {
+            m[b] = max[i](x[b, i]);
+            s[b] = sum[i](exp(x[b, i] - m[b]));
+            y[b, i] = exp(x[b, i] - m[b]) / s[b];
+        }
+    }
+
+    passfold::kernel! {
+        kernel logsumexp(x: f32[b, i]) -> (y: f32[b]) {
+            m[b] = max[i](x[b, i]);
+            s[b] = sum[i](exp(x[b, i] - m[b]));
+            y[b] = m[b] + log(s[b]);
+        }
+    }
+}
+
+fn run_jit_typed(problem: &Problem, y: &mut [f32]) {
+    let (b, i) = (problem.rows, problem.n);
+    let res = match problem.kind {
+        Kind::Softmax => jit_items::softmax::call(b, i, &problem.x, y),
+        _ => jit_items::logsumexp::call(b, i, &problem.x, y),
+    };
+    if let Err(e) = res {
+        panic!("jit_typed {}: {e}", problem.kind.name());
     }
 }
 
@@ -106,6 +140,11 @@ fn compare(group: &mut BenchmarkGroup<'_, WallTime>, kind: Kind, rows: usize, n:
     problem.check("jit", &y, &reference);
     group.bench_function(BenchmarkId::new("jit", &size), |b| {
         b.iter(|| problem.run_passfold(&jit, black_box(&mut y)))
+    });
+    run_jit_typed(&problem, &mut y);
+    problem.check("jit_typed", &y, &reference);
+    group.bench_function(BenchmarkId::new("jit_typed", &size), |b| {
+        b.iter(|| run_jit_typed(black_box(&problem), black_box(&mut y)))
     });
     run_aot(&problem, &mut y);
     problem.check("aot", &y, &reference);

@@ -711,9 +711,21 @@ impl Emitter<'_, '_> {
         let width = l.width as i64;
         let step = width * v.unroll as i64;
         let (start, end, main_end) = self.vector_range(e, bounds, step);
+        // `vec_end`: the end of the whole vectors. Those past the unrolled
+        // steps (fewer than `unroll`) run one vector per step; the scalar
+        // tail is `[vec_end, end)` (fewer than `width` elements).
+        let vec_end = if v.unroll > 1 {
+            let n = self.b.ins().isub(end, main_end);
+            let zero = self.b.ins().iconst(types::I64, 0);
+            let n = self.b.ins().smax(n, zero);
+            let whole = self.b.ins().band_imm_s(n, -width);
+            self.b.ins().iadd(main_end, whole)
+        } else {
+            main_end
+        };
         if v.backward {
             // The scalar tail first (the states continue from it).
-            let frame = self.open_loop_in(e, Some((main_end, end)));
+            let frame = self.open_loop_in(e, Some((vec_end, end)));
             self.ops(body)?;
             self.close_loop(frame);
         }
@@ -742,18 +754,36 @@ impl Emitter<'_, '_> {
         let mut roots = Vec::new();
         op_roots(body, &mut roots);
         self.hoist_invariants(&mut l, &roots)?;
-        // Forward: `pos` from `start` up while `pos < main_end`; backward:
-        // from `main_end - step` down while `pos >= start`.
-        let (first, delta) = if v.backward {
-            (self.b.ins().iadd_imm_s(main_end, -step), -step)
+        // The single vectors run before the unrolled loop, so values live
+        // in both (hoisted constants) are not kept across the unrolled
+        // loop, which would make its register allocation spill them.
+        // Forward: single vectors over `[start, start + rem)` with `rem =
+        // vec_end - main_end`, then the unrolled steps up to `vec_end`.
+        // Backward: single vectors from `vec_end - width` down to
+        // `main_end`, then the unrolled steps from `main_end - step` down
+        // to `start`.
+        let (first, bound, delta) = if v.backward {
+            if v.unroll > 1 {
+                let top = self.b.ins().iadd_imm_s(vec_end, -width);
+                self.single_vectors(&mut l, e, &copies[0], body, top, main_end, true)?;
+            }
+            (self.b.ins().iadd_imm_s(main_end, -step), start, -step)
         } else {
-            (start, step)
+            let first = if v.unroll > 1 {
+                let rem = self.b.ins().isub(vec_end, main_end);
+                let first = self.b.ins().iadd(start, rem);
+                self.single_vectors(&mut l, e, &copies[0], body, start, first, false)?;
+                first
+            } else {
+                start
+            };
+            (first, vec_end, step)
         };
         self.start_pointers(&mut l, first);
         let (pos_var, header, exit, pos) = if v.backward {
-            self.open_vector_loop(first, IntCC::SignedGreaterThanOrEqual, start)
+            self.open_vector_loop(first, IntCC::SignedGreaterThanOrEqual, bound)
         } else {
-            self.open_vector_loop(start, IntCC::SignedLessThan, main_end)
+            self.open_vector_loop(first, IntCC::SignedLessThan, bound)
         };
         let outer = self.env[e.0 as usize];
         for (u, map) in copies.iter().enumerate() {
@@ -772,10 +802,47 @@ impl Emitter<'_, '_> {
         self.merge_lanes(&mut l, v, &copies)?;
         if !v.backward {
             // The scalar tail.
-            let frame = self.open_loop_in(e, Some((main_end, end)));
+            let frame = self.open_loop_in(e, Some((vec_end, end)));
             self.ops(body)?;
             self.close_loop(frame);
         }
+        Ok(())
+    }
+
+    /// One vector per step into the first copy's variables: forward from
+    /// `first` while below `bound`, or backward from `first` down while at
+    /// least `bound`.
+    #[allow(clippy::too_many_arguments)]
+    fn single_vectors(
+        &mut self,
+        l: &mut Lanes,
+        e: ExtentId,
+        vars: &HashMap<VarId, Variable>,
+        body: &[Op],
+        first: Value,
+        bound: Value,
+        backward: bool,
+    ) -> Result<(), CodegenError> {
+        let width = l.width as i64;
+        let delta = if backward { -width } else { width };
+        let cond = if backward {
+            IntCC::SignedGreaterThanOrEqual
+        } else {
+            IntCC::SignedLessThan
+        };
+        self.start_pointers(l, first);
+        let (pos_var, header, exit, pos) = self.open_vector_loop(first, cond, bound);
+        let outer = self.env[e.0 as usize];
+        self.env[e.0 as usize] = Some(pos);
+        l.copy = 0;
+        l.vars = vars.clone();
+        self.cache.push();
+        self.vops(l, body)?;
+        self.cache.pop();
+        l.cache.clear();
+        self.env[e.0 as usize] = outer;
+        self.advance_pointers(l, delta);
+        self.close_vector_loop(pos_var, header, exit, pos, delta);
         Ok(())
     }
 

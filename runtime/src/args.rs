@@ -677,14 +677,22 @@ pub(crate) struct Direct {
     tensors: usize,
 }
 
+/// The arrays of the kernel ABI for a call [`Direct::run`] validated (the
+/// rows are all rows, on one thread).
+pub(crate) struct DirectFrame<'f> {
+    pub tensors: &'f [*mut u8],
+    pub extents: &'f [i64],
+    pub params: &'f [f64],
+}
+
 /// A cache line of scratch memory (temporaries start on one).
 #[derive(Clone, Copy)]
 #[repr(align(64))]
 struct Line(#[allow(dead_code)] [u64; LINE_WORDS]); // written and read by the kernel only
 
 /// Lines of temporaries a direct call keeps on the stack (larger ones come
-/// from the pool, as in [`prepare`]).
-const STACK_LINES: usize = 16;
+/// from the pool, as in [`prepare`]); zeroed per call.
+const STACK_LINES: usize = 8;
 
 impl Direct {
     /// `None` when some dimension of an argument or temporary is not a
@@ -771,10 +779,9 @@ impl Direct {
                 .checked_add(bytes.div_ceil(8 * LINE_WORDS).max(1))
                 .ok_or_else(too_large)?;
         }
-        let mut stack: SmallVec<[Line; STACK_LINES]> = SmallVec::new();
-        let mut pooled = Temps::new();
+        let mut stack = [Line([0; LINE_WORDS]); STACK_LINES];
+        let mut pooled = None;
         if lines <= STACK_LINES {
-            stack.resize(lines, Line([0; LINE_WORDS]));
             for &(t, at) in &placed {
                 tensors[t] = stack[at..].as_mut_ptr() as *mut u8;
             }
@@ -789,19 +796,17 @@ impl Direct {
             for &(t, at) in &placed {
                 tensors[t] = buf[first + at * LINE_WORDS..].as_mut_ptr() as *mut u8;
             }
-            pooled.push(buf);
+            pooled = Some(buf);
         }
-        let mut frame = Frame {
-            tensors,
-            extents: Extents::from_slice(extents),
-            params: Params::from_slice(params),
-            rows: [0, i64::MAX, 0, 1],
-            _temps: pooled,
-            _widened: Vec::new(),
-            kept: Vec::new(),
-            _borrow: PhantomData,
-        };
-        Ok(code.invoke(&mut frame))
+        let status = code.invoke_direct(&DirectFrame {
+            tensors: &tensors,
+            extents,
+            params,
+        });
+        if let Some(buf) = pooled {
+            give_back(buf);
+        }
+        Ok(status)
     }
 }
 

@@ -85,6 +85,31 @@ impl JitCode {
         })
     }
 
+    /// Runs the kernel on the arrays of a validated direct call
+    /// ([`crate::args::Direct::run`]) and returns its status.
+    pub fn invoke_direct(&self, call: &crate::args::DirectFrame<'_>) -> i32 {
+        const ROWS: [i64; 4] = [0, i64::MAX, 0, 1];
+        clear_upper_vector_state();
+        // SAFETY: `Direct::run` built the arrays for this kernel: one
+        // pointer per kernel tensor, each argument's a live slice borrowed
+        // for the call whose length it checked to be the product of its
+        // extents (its layout's element count, every dimension being a
+        // plain extent), of the kernel's element type, mutable wherever the
+        // kernel writes; each temporary's a buffer of at least its layout's
+        // bytes that lives until after this call; `extents` and `params`
+        // have one entry per extent and parameter; `ROWS` asks for every
+        // row on one thread. The generated code reads and writes only inside
+        // those layouts (the ABI contract of `passfold_codegen`).
+        unsafe {
+            (self.entry)(
+                call.tensors.as_ptr(),
+                call.extents.as_ptr(),
+                call.params.as_ptr(),
+                ROWS.as_ptr(),
+            )
+        }
+    }
+
     /// Runs the kernel on a validated frame and returns its status.
     pub fn invoke(&self, frame: &mut Frame<'_>) -> i32 {
         clear_upper_vector_state();
