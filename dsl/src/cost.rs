@@ -29,6 +29,12 @@ pub const TRANSCENDENTAL: f64 = 8.0;
 /// ratios are 0.4, 1.0 and 3.1 there.
 pub const FFT: f64 = 11.0;
 
+/// The argument bytes of a call above which a row split across threads
+/// takes the plan's [`Plan::split_form`]: about this machine's last-level
+/// cache (32 MiB), where the measured crossover lies (softmax: 4,194,304
+/// elements, 32 MiB of `x` and `y`, the same either way).
+pub const SPLIT_FORM_MIN_BYTES: u64 = 32 << 20;
+
 /// The estimated work of `plan` with these extents (by extent id).
 pub fn work(plan: &Plan, extents: &[i64]) -> f64 {
     ops_work(&plan.kernel, &plan.program.body, extents, &[])

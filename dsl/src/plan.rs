@@ -101,6 +101,19 @@ pub struct Plan {
     /// arguments and parameters, in the same order.
     #[serde(default)]
     pub variant: Option<Box<Variant>>,
+    /// The plan a row split across threads takes when its arguments are
+    /// larger than the last-level cache ([`crate::cost::SPLIT_FORM_MIN_BYTES`]):
+    /// the blocked store ([`crate::blockstore`]), where it applies to 128-bit
+    /// code. There, on several threads, the sweeps are memory-bound, and
+    /// reading the input once (five row-sized streams instead of six) wins
+    /// over the reload form's cheaper `exp` sweep; in cache the reload form
+    /// wins. Measured with `passfold bench kernels/softmax.pf --threads 2`
+    /// (both candidates split): one row of 16,777,216 in 8.6–9.1 against
+    /// 9.1–10.0 ms, 4,194,304 the same (1.85 ms), 1,048,576 in 0.50
+    /// against 0.46 ms; on one thread the two forms are within 3% out of
+    /// cache and the reload form 18% faster in cache.
+    #[serde(default)]
+    pub split_form: Option<Box<Plan>>,
 }
 
 impl Plan {
@@ -149,8 +162,27 @@ impl Plan {
 
 /// Plans `kernel`.
 pub fn plan(kernel: &Kernel, opts: PlanOptions) -> Plan {
+    let mut main = plan_one(kernel, opts);
+    // The split form: for 128-bit code, the blocked store where it applies.
+    if !opts.wide && !opts.unfused && !opts.scalar && opts.reload == crate::fuse::Reload::Auto {
+        let store = plan_one(
+            kernel,
+            PlanOptions {
+                reload: crate::fuse::Reload::BlockStore,
+                ..opts
+            },
+        );
+        if store.rules.iter().any(|r| r.starts_with("blocked store")) {
+            main.split_form = Some(Box::new(store));
+        }
+    }
+    main
+}
+
+/// [`plan`] without the split form.
+fn plan_one(kernel: &Kernel, opts: PlanOptions) -> Plan {
     if opts.wide && opts.reload == crate::fuse::Reload::Auto && !opts.unfused {
-        let mut p = plan(
+        let mut p = plan_one(
             kernel,
             PlanOptions {
                 reload: crate::fuse::Reload::BlockStore,
@@ -306,6 +338,7 @@ pub fn plan_unfused(kernel: &Kernel) -> Plan {
         unfused_passes: passes,
         scalar: false,
         variant: None,
+        split_form: None,
     }
 }
 
@@ -428,6 +461,13 @@ impl fmt::Display for Plan {
                 f,
                 "  variant: {}, run when its estimated work is smaller (see below)",
                 v.why
+            )?;
+        }
+        if self.split_form.is_some() {
+            writeln!(
+                f,
+                "  split form: a row split across threads whose arguments pass {} MiB takes the blocked store (`--block-store`): memory-bound there, it reads the input once",
+                crate::cost::SPLIT_FORM_MIN_BYTES >> 20
             )?;
         }
         for t in k

@@ -74,6 +74,7 @@ pub fn compile_specialized(
         fixed,
         plan: plan.clone(),
         split: std::sync::OnceLock::new(),
+        split_store: std::sync::OnceLock::new(),
         row_extent: plan.row_extent(),
         direct: args::Direct::new(&plan.kernel),
         kernel: plan.kernel.clone(),
@@ -130,6 +131,9 @@ fn resolve_fixed(kernel: &Kernel, fixed: &[(&str, i64)]) -> Result<Vec<Option<i6
 /// call.
 pub const SPLIT_MIN_WORK: f64 = 1.0e7;
 
+/// Split-row code, its kernel and its private tensors, or why there is none.
+type SplitCode = Result<(call::JitCode, Kernel, Vec<passfold_dsl::TensorId>), String>;
+
 /// A kernel compiled to machine code, ready to call.
 pub struct CompiledKernel {
     /// The extents baked into the code (`compile_specialized`), by extent.
@@ -137,8 +141,10 @@ pub struct CompiledKernel {
     /// The plan, for the split-row code compiled on first use.
     plan: Plan,
     /// The split-row code (`passfold_dsl::threads`), or why there is none.
-    split:
-        std::sync::OnceLock<Result<(call::JitCode, Kernel, Vec<passfold_dsl::TensorId>), String>>,
+    split: std::sync::OnceLock<SplitCode>,
+    /// The split-row code of [`Plan::split_form`], for rows larger than the
+    /// cache.
+    split_store: std::sync::OnceLock<SplitCode>,
     row_extent: Option<passfold_dsl::ExtentId>,
     kernel: Kernel,
     code: call::JitCode,
@@ -366,7 +372,7 @@ impl CompiledKernel {
             && rows < threads as i64
             && (always_split
                 || passfold_dsl::cost::work(&self.plan, &frame.extents) >= SPLIT_MIN_WORK)
-            && let Ok((code, split, private)) = self.split_code()
+            && let Ok((code, split, private)) = self.split_code(self.split_form_for(&frame.extents))
         {
             let counter = std::sync::atomic::AtomicI64::new(0);
             let mut frames = frame.split(split, threads, &counter, private)?;
@@ -389,11 +395,47 @@ impl CompiledKernel {
         self.status(status)
     }
 
-    /// The split-row code, compiled on first use; `Err` says why the plan
-    /// does not split.
-    fn split_code(&self) -> Result<(&call::JitCode, &Kernel, &[passfold_dsl::TensorId]), String> {
-        let split = self.split.get_or_init(|| {
-            let s = passfold_dsl::threads::split_row(&self.plan)?;
+    /// Whether a split row with these extents takes [`Plan::split_form`]:
+    /// the plan has one, its tensors are the main plan's (so the call's
+    /// frame fits both), and the arguments pass
+    /// [`passfold_dsl::cost::SPLIT_FORM_MIN_BYTES`].
+    pub fn split_form_for(&self, extents: &[i64]) -> bool {
+        let Some(form) = &self.plan.split_form else {
+            return false;
+        };
+        if form.kernel.tensors != self.kernel.tensors
+            || form.kernel.extents != self.kernel.extents
+            || form.kernel.params != self.kernel.params
+        {
+            return false;
+        }
+        let bytes: u64 = self
+            .kernel
+            .arguments()
+            .map(|t| {
+                let tensor = self.kernel.tensor(t);
+                passfold_dsl::shape_of(tensor, extents).map_or(0, |shape| {
+                    shape.iter().fold(tensor.ty.size_bytes() as u64, |acc, &n| {
+                        acc.saturating_mul(n as u64)
+                    })
+                })
+            })
+            .fold(0u64, u64::saturating_add);
+        bytes >= passfold_dsl::cost::SPLIT_FORM_MIN_BYTES
+    }
+
+    /// The split-row code (of [`Plan::split_form`] when `store_form`),
+    /// compiled on first use; `Err` says why the plan does not split.
+    fn split_code(
+        &self,
+        store_form: bool,
+    ) -> Result<(&call::JitCode, &Kernel, &[passfold_dsl::TensorId]), String> {
+        let (cell, plan) = match (&self.plan.split_form, store_form) {
+            (Some(form), true) => (&self.split_store, &**form),
+            _ => (&self.split, &self.plan),
+        };
+        let split = cell.get_or_init(|| {
+            let s = passfold_dsl::threads::split_row(plan)?;
             let (code, _) =
                 jit::build_specialized(&s.plan, &self.fixed).map_err(|e| e.to_string())?;
             Ok((code, s.plan.kernel, s.private))
@@ -407,7 +449,7 @@ impl CompiledKernel {
     /// Whether a call with fewer rows than threads splits each row across
     /// the threads (`Err`: why not).
     pub fn row_splits(&self) -> Result<(), String> {
-        self.split_code().map(|_| ())
+        self.split_code(false).map(|_| ())
     }
 
     fn status(&self, status: i32) -> Result<(), CallError> {

@@ -672,3 +672,99 @@ fn nan_cover_max_passes_over_nan_and_keeps_nans() {
         }
     }
 }
+
+/// The split form (`Plan::split_form`): the JIT's softmax plans the
+/// blocked store for rows split across threads whose arguments pass
+/// `SPLIT_FORM_MIN_BYTES` (the AOT's plan is the blocked store already and
+/// has none); such a row on two threads agrees with one thread.
+#[test]
+fn long_split_rows_take_the_split_form() {
+    let src = passfold_kernels::CATALOGUE
+        .iter()
+        .find(|k| k.name == "softmax")
+        .expect("in the catalogue")
+        .source;
+    let kernel = passfold_dsl::check(src, &LowerOptions::default()).expect("checks");
+    let plan = passfold_dsl::plan(&kernel, PlanOptions::default());
+    let form = plan
+        .split_form
+        .as_deref()
+        .expect("softmax has a split form");
+    assert!(
+        form.rules.iter().any(|r| r.starts_with("blocked store")),
+        "{form}"
+    );
+    assert!(plan.to_string().contains("  split form: "), "{plan}");
+    let wide = passfold_dsl::plan(
+        &kernel,
+        PlanOptions {
+            wide: true,
+            ..Default::default()
+        },
+    );
+    assert!(wide.split_form.is_none());
+    // logsumexp has no output sweep to store into.
+    let lse = passfold_kernels::CATALOGUE
+        .iter()
+        .find(|k| k.name == "logsumexp")
+        .expect("in the catalogue")
+        .source;
+    let lse = passfold_dsl::check(lse, &LowerOptions::default()).expect("checks");
+    assert!(
+        passfold_dsl::plan(&lse, PlanOptions::default())
+            .split_form
+            .is_none()
+    );
+
+    let jit = passfold_runtime::compile(&plan).expect("compiles");
+    let min = passfold_dsl::cost::SPLIT_FORM_MIN_BYTES as i64;
+    // x and y: 8 bytes per element.
+    let n = min / 8 + 37;
+    assert!(jit.split_form_for(&[1, n]));
+    assert!(!jit.split_form_for(&[1, min / 8 - 1]));
+    let mut rng = SmallRng::seed_from_u64(13);
+    let x: Vec<f32> = (0..n)
+        .map(|k| {
+            if k % 100_003 == 7 {
+                f32::NEG_INFINITY
+            } else {
+                rng.random_range(-60.0..60.0f32)
+            }
+        })
+        .collect();
+    let shape = [1usize, n as usize];
+    let mut one = vec![0.0f32; n as usize];
+    jit.call(
+        vec![
+            passfold_runtime::Arg::new(&x[..], &shape),
+            passfold_runtime::Arg::new(&mut one[..], &shape),
+        ],
+        &[],
+    )
+    .expect("runs");
+    let mut two = vec![0.0f32; n as usize];
+    jit.call_threads(
+        vec![
+            passfold_runtime::Arg::new(&x[..], &shape),
+            passfold_runtime::Arg::new(&mut two[..], &shape),
+        ],
+        &[],
+        2,
+    )
+    .expect("runs");
+    // Against f64: the f32 sum of 4 million terms (in 12 lanes, blocks
+    // and two halves) is good to a few 1e-5 relative.
+    let m = x
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+    let s: f64 = x.iter().map(|&v| (f64::from(v) - m).exp()).sum();
+    for (k, ((a, b), &v)) in one.iter().zip(&two).zip(&x).enumerate() {
+        let want = (f64::from(v) - m).exp() / s;
+        for (got, threads) in [(a, 1), (b, 2)] {
+            assert!(
+                (f64::from(*got) - want).abs() <= 1e-4 * want + 1e-37,
+                "y[{k}] on {threads} thread(s): {got}, f64 {want}"
+            );
+        }
+    }
+}
