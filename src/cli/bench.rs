@@ -219,10 +219,12 @@ pub fn bench(
     }
     for (c, (median, min)) in candidates.iter().zip(&measured) {
         println!(
-            "run {}{} ({} pass(es)): median {median:.3} ms, min {min:.3} ms, {:.3} ns/element, {:.2} GB/s",
+            "run {}{} ({} pass(es)): median {}, min {}, {:.3} ns/element, {:.2} GB/s",
             c.name,
             if c.chosen { " [chosen]" } else { "" },
             c.plan.passes(),
+            time_text(*median),
+            time_text(*min),
             median * 1e6 / elements as f64,
             bytes as f64 / (median * 1e-3) / 1e9,
         );
@@ -238,10 +240,10 @@ pub fn bench(
         .map(|(i, _)| i)
         .unwrap_or(0);
     println!(
-        "chosen plan: {:.3} ms; fastest: {} at {:.3} ms ({:+.1}%)",
-        measured[chosen].0,
+        "chosen plan: {}; fastest: {} at {} ({:+.1}%)",
+        time_text(measured[chosen].0),
         candidates[fastest].name,
-        measured[fastest].0,
+        time_text(measured[fastest].0),
         (measured[chosen].0 / measured[fastest].0 - 1.0) * 100.0
     );
     if let Some(v) = &loaded.plan.variant {
@@ -455,5 +457,15 @@ fn report_error(kernel: &Kernel, got: &[HostTensor], want: &[HostTensor]) {
             t.name,
             worst_abs / scale.max(f64::MIN_POSITIVE)
         );
+    }
+}
+
+/// A time in milliseconds as text: in µs below 0.1 ms, so short calls keep
+/// three significant digits.
+fn time_text(ms: f64) -> String {
+    if ms < 0.1 {
+        format!("{:.3} µs", ms * 1e3)
+    } else {
+        format!("{ms:.3} ms")
     }
 }
