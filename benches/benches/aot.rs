@@ -21,6 +21,8 @@
 //!   `exp(x - m)` stored and summed in 16 lanes, then a division), with
 //!   the same polynomial `exp`, compiled for AVX-512 (`#[target_feature]`,
 //!   what `-C target-cpu=native` gives on this machine);
+//! - `hand_default`: the same hand-written algorithm compiled for the
+//!   default target (SSE2, no fma);
 //! - `plain_rust`: the naive loop with `f32::exp` for the default target.
 //!
 //! Every result is checked against an `f64` evaluation before timing.
@@ -113,6 +115,13 @@ fn run_hand(problem: &Problem, y: &mut [f32]) {
     }
 }
 
+fn run_hand_default(problem: &Problem, y: &mut [f32]) {
+    match problem.kind {
+        Kind::Softmax => hand::softmax_default(problem.n, &problem.x, y),
+        _ => hand::logsumexp_default(problem.n, &problem.x, y),
+    }
+}
+
 fn run_plain(problem: &Problem, y: &mut [f32]) {
     match problem.kind {
         Kind::Softmax => problem
@@ -174,6 +183,11 @@ fn compare(group: &mut BenchmarkGroup<'_, WallTime>, kind: Kind, rows: usize, n:
             b.iter(|| run_hand(black_box(&problem), black_box(&mut y)))
         });
     }
+    run_hand_default(&problem, &mut y);
+    problem.check("hand_default", &y, &reference);
+    group.bench_function(BenchmarkId::new("hand_default", &size), |b| {
+        b.iter(|| run_hand_default(black_box(&problem), black_box(&mut y)))
+    });
     run_plain(&problem, &mut y);
     group.bench_function(BenchmarkId::new("plain_rust", &size), |b| {
         b.iter(|| run_plain(black_box(&problem), black_box(&mut y)))

@@ -30,20 +30,20 @@ fn row_max(x: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn softmax_row(x: &[f32], y: &mut [f32]) {
+fn softmax_row<const FMA: bool>(x: &[f32], y: &mut [f32]) {
     let m = row_max(x);
     let mut acc = [0.0f32; W];
     let n = x.len() - x.len() % W;
     for (xc, yc) in x[..n].chunks_exact(W).zip(y[..n].chunks_exact_mut(W)) {
         for l in 0..W {
-            let e = m32::exp_nonpositive::<true>(xc[l] - m);
+            let e = m32::exp_nonpositive::<FMA>(xc[l] - m);
             yc[l] = e;
             acc[l] += e;
         }
     }
     let mut s: f32 = acc.iter().sum();
     for (xv, yv) in x[n..].iter().zip(&mut y[n..]) {
-        let e = m32::exp_nonpositive::<true>(*xv - m);
+        let e = m32::exp_nonpositive::<FMA>(*xv - m);
         *yv = e;
         s += e;
     }
@@ -53,27 +53,27 @@ fn softmax_row(x: &[f32], y: &mut [f32]) {
 }
 
 #[inline(always)]
-fn logsumexp_row(x: &[f32]) -> f32 {
+fn logsumexp_row<const FMA: bool>(x: &[f32]) -> f32 {
     let m = row_max(x);
     let mut acc = [0.0f32; W];
     let mut chunks = x.chunks_exact(W);
     for c in &mut chunks {
         for l in 0..W {
-            acc[l] += m32::exp_nonpositive::<true>(c[l] - m);
+            acc[l] += m32::exp_nonpositive::<FMA>(c[l] - m);
         }
     }
     let mut s: f32 = acc.iter().sum();
     for &v in chunks.remainder() {
-        s += m32::exp_nonpositive::<true>(v - m);
+        s += m32::exp_nonpositive::<FMA>(v - m);
     }
-    m + m32::log::<true>(s)
+    m + m32::log::<FMA>(s)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 fn softmax_avx512(n: usize, x: &[f32], y: &mut [f32]) {
     for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        softmax_row(xr, yr);
+        softmax_row::<true>(xr, yr);
     }
 }
 
@@ -81,7 +81,7 @@ fn softmax_avx512(n: usize, x: &[f32], y: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 fn logsumexp_avx512(n: usize, x: &[f32], y: &mut [f32]) {
     for (xr, yv) in x.chunks_exact(n).zip(y.iter_mut()) {
-        *yv = logsumexp_row(xr);
+        *yv = logsumexp_row::<true>(xr);
     }
 }
 
@@ -125,7 +125,7 @@ pub fn logsumexp(n: usize, x: &[f32], y: &mut [f32]) {
 /// `logsumexp(x) - x[t]` of one row.
 #[inline(always)]
 fn cross_entropy_row(x: &[f32], t: i32) -> f32 {
-    logsumexp_row(x) - x[t as usize]
+    logsumexp_row::<true>(x) - x[t as usize]
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -202,5 +202,22 @@ pub fn attention_decode(q: &[f32], k: &[f32], v: &[f32], scale: f32, o: &mut [f3
     if available() {
         // SAFETY: as in `softmax`.
         unsafe { attention_avx512(q, k, v, scale, o) }
+    }
+}
+
+/// [`softmax`]'s algorithm for the default target (no `#[target_feature]`:
+/// SSE2 on x86-64, `mul` and `add` instead of fma): the same Rust a user
+/// compiles without `-C target-cpu`.
+pub fn softmax_default(n: usize, x: &[f32], y: &mut [f32]) {
+    for (xr, yr) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)) {
+        softmax_row::<false>(xr, yr);
+    }
+}
+
+/// [`logsumexp`]'s algorithm for the default target (see
+/// [`softmax_default`]).
+pub fn logsumexp_default(n: usize, x: &[f32], y: &mut [f32]) {
+    for (xr, yv) in x.chunks_exact(n).zip(y.iter_mut()) {
+        *yv = logsumexp_row::<false>(xr);
     }
 }
