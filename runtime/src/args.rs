@@ -677,12 +677,13 @@ pub(crate) struct Direct {
     tensors: usize,
 }
 
-/// The arrays of the kernel ABI for a call [`Direct::run`] validated (the
-/// rows are all rows, on one thread).
-pub(crate) struct DirectFrame<'f> {
+/// The arrays of the kernel ABI of a validated call: built only from a
+/// [`Frame`] or by [`Direct::run`].
+pub(crate) struct Arrays<'f> {
     pub tensors: &'f [*mut u8],
     pub extents: &'f [i64],
     pub params: &'f [f64],
+    pub rows: &'f [i64; 4],
 }
 
 /// A cache line of scratch memory (temporaries start on one).
@@ -798,10 +799,12 @@ impl Direct {
             }
             pooled = Some(buf);
         }
-        let status = code.invoke_direct(&DirectFrame {
+        // Every row, on one thread.
+        let status = code.invoke_arrays(&Arrays {
             tensors: &tensors,
             extents,
             params,
+            rows: &[0, i64::MAX, 0, 1],
         });
         if let Some(buf) = pooled {
             give_back(buf);

@@ -85,50 +85,42 @@ impl JitCode {
         })
     }
 
-    /// Runs the kernel on the arrays of a validated direct call
-    /// ([`crate::args::Direct::run`]) and returns its status.
-    pub fn invoke_direct(&self, call: &crate::args::DirectFrame<'_>) -> i32 {
-        const ROWS: [i64; 4] = [0, i64::MAX, 0, 1];
+    /// Runs the kernel on the arrays of a validated call and returns its
+    /// status. `call` comes from a frame of `args::prepare` ([`Self::invoke`])
+    /// or from `args::Direct::run`, the only places that build it.
+    pub fn invoke_arrays(&self, call: &crate::args::Arrays<'_>) -> i32 {
         clear_upper_vector_state();
-        // SAFETY: `Direct::run` built the arrays for this kernel: one
-        // pointer per kernel tensor, each argument's a live slice borrowed
-        // for the call whose length it checked to be the product of its
-        // extents (its layout's element count, every dimension being a
-        // plain extent), of the kernel's element type, mutable wherever the
-        // kernel writes; each temporary's a buffer of at least its layout's
-        // bytes that lives until after this call; `extents` and `params`
-        // have one entry per extent and parameter; `ROWS` asks for every
-        // row on one thread. The generated code reads and writes only inside
-        // those layouts (the ABI contract of `passfold_codegen`).
+        // SAFETY: the arrays were built for this kernel by `args::prepare`
+        // (a `Frame`) or `args::Direct::run`, which checked them before:
+        // `tensors` has one pointer per kernel tensor, each to a live buffer
+        // (an argument's slice borrowed for the call, whose length was
+        // checked to be its layout's element count at `extents`, of the
+        // kernel's element type, mutable wherever the kernel writes; or a
+        // temporary of at least its layout's bytes that outlives the call);
+        // `extents` and `params` have one entry per extent and parameter;
+        // `rows` is a row range of `Plan::row_extent` (and, for split rows,
+        // the barrier counter the frame keeps alive). The generated code
+        // reads and writes only inside those layouts (the ABI contract of
+        // `passfold_codegen`), and its helpers are the safe `extern "C"`
+        // functions of `helpers`.
         unsafe {
             (self.entry)(
                 call.tensors.as_ptr(),
                 call.extents.as_ptr(),
                 call.params.as_ptr(),
-                ROWS.as_ptr(),
+                call.rows.as_ptr(),
             )
         }
     }
 
     /// Runs the kernel on a validated frame and returns its status.
     pub fn invoke(&self, frame: &mut Frame<'_>) -> i32 {
-        clear_upper_vector_state();
-        // SAFETY: the frame was built by `args::prepare` for this kernel:
-        // `tensors` has one pointer per kernel tensor, each to a live buffer
-        // (borrowed for the frame's lifetime, or a temporary the frame owns)
-        // with exactly the element count of its layout at `extents`, mutable
-        // wherever the kernel writes; `extents` and `params` have one entry
-        // per extent and parameter. The generated code reads and writes only
-        // inside those layouts (the ABI contract of `passfold_codegen`), and
-        // its helpers are the safe `extern "C"` functions of `helpers`.
-        unsafe {
-            (self.entry)(
-                frame.tensors.as_ptr(),
-                frame.extents.as_ptr(),
-                frame.params.as_ptr(),
-                frame.rows.as_ptr(),
-            )
-        }
+        self.invoke_arrays(&crate::args::Arrays {
+            tensors: &frame.tensors,
+            extents: &frame.extents,
+            params: &frame.params,
+            rows: &frame.rows,
+        })
     }
 }
 

@@ -733,25 +733,20 @@ fn long_split_rows_take_the_split_form() {
         })
         .collect();
     let shape = [1usize, n as usize];
-    let mut one = vec![0.0f32; n as usize];
-    jit.call(
-        vec![
-            passfold_runtime::Arg::new(&x[..], &shape),
-            passfold_runtime::Arg::new(&mut one[..], &shape),
-        ],
-        &[],
-    )
-    .expect("runs");
-    let mut two = vec![0.0f32; n as usize];
-    jit.call_threads(
-        vec![
-            passfold_runtime::Arg::new(&x[..], &shape),
-            passfold_runtime::Arg::new(&mut two[..], &shape),
-        ],
-        &[],
-        2,
-    )
-    .expect("runs");
+    let run = |threads: usize| {
+        let mut y = vec![0.0f32; n as usize];
+        jit.call_threads(
+            vec![
+                passfold_runtime::Arg::new(&x[..], &shape),
+                passfold_runtime::Arg::new(&mut y[..], &shape),
+            ],
+            &[],
+            threads,
+        )
+        .expect("runs");
+        y
+    };
+    let (one, two) = (run(1), run(2));
     // Against f64: the f32 sum of 4 million terms (in 12 lanes, blocks
     // and two halves) is good to a few 1e-5 relative.
     let m = x
