@@ -5,6 +5,15 @@ use passfold_dsl::{LowerOptions, PlanOptions};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+/// The checked catalogue kernel `name`.
+fn catalogue_kernel(name: &str) -> passfold_dsl::Kernel {
+    let entry = passfold_kernels::CATALOGUE
+        .iter()
+        .find(|k| k.name == name)
+        .unwrap_or_else(|| panic!("{name} is in the catalogue"));
+    passfold_dsl::check(entry.source, &LowerOptions::default()).expect("checks")
+}
+
 /// Distance in `f32` ULPs between `got` and the correctly rounded `want`.
 fn ulps(got: f64, want: f64) -> f64 {
     let w = want as f32;
@@ -27,12 +36,7 @@ fn ulps(got: f64, want: f64) -> f64 {
 /// done). Fused (reload) and unfused plans, f32x4.
 #[test]
 fn softmax_outputs_within_4_ulp_of_f64() {
-    let src = passfold_kernels::CATALOGUE
-        .iter()
-        .find(|k| k.name == "softmax")
-        .expect("softmax is in the catalogue")
-        .source;
-    let kernel = passfold_dsl::check(src, &LowerOptions::default()).expect("checks");
+    let kernel = catalogue_kernel("softmax");
     let mut rng = SmallRng::seed_from_u64(4);
     let mut worst = 0.0f64;
     let mut compared = 0usize;
@@ -453,12 +457,7 @@ fn alternate_sweeps_run_backward() {
 #[test]
 fn blocked_store_agrees_with_the_interpreter() {
     for name in ["softmax", "softmax_t"] {
-        let src = passfold_kernels::CATALOGUE
-            .iter()
-            .find(|k| k.name == name)
-            .expect("in the catalogue")
-            .source;
-        let kernel = passfold_dsl::check(src, &LowerOptions::default()).expect("checks");
+        let kernel = catalogue_kernel(name);
         let plan = passfold_dsl::plan(
             &kernel,
             PlanOptions {
@@ -534,11 +533,8 @@ fn nan_cover_max_passes_over_nan_and_keeps_nans() {
             .contains("nan-cover")
     };
     for name in ["softmax", "logsumexp", "cross_entropy", "log_softmax"] {
-        let k = passfold_kernels::CATALOGUE
-            .iter()
-            .find(|k| k.name == name)
-            .expect("in the catalogue");
-        assert!(has_rule(k.source), "{name}");
+        let plan = passfold_dsl::plan(&catalogue_kernel(name), PlanOptions::default());
+        assert!(plan.to_string().contains("nan-cover"), "{name}");
     }
     // The max is an output: its NaN must be its own.
     assert!(!has_rule(
@@ -601,17 +597,8 @@ fn nan_cover_max_passes_over_nan_and_keeps_nans() {
         }
         rows
     };
-    let catalogue = |name: &str| {
-        check(
-            passfold_kernels::CATALOGUE
-                .iter()
-                .find(|k| k.name == name)
-                .expect("in the catalogue")
-                .source,
-        )
-    };
     for name in ["softmax", "logsumexp"] {
-        let kernel = catalogue(name);
+        let kernel = catalogue_kernel(name);
         for reload in [
             passfold_dsl::fuse::Reload::Auto,
             passfold_dsl::fuse::Reload::Reload,
@@ -679,12 +666,7 @@ fn nan_cover_max_passes_over_nan_and_keeps_nans() {
 /// has none); such a row on two threads agrees with one thread.
 #[test]
 fn long_split_rows_take_the_split_form() {
-    let src = passfold_kernels::CATALOGUE
-        .iter()
-        .find(|k| k.name == "softmax")
-        .expect("in the catalogue")
-        .source;
-    let kernel = passfold_dsl::check(src, &LowerOptions::default()).expect("checks");
+    let kernel = catalogue_kernel("softmax");
     let plan = passfold_dsl::plan(&kernel, PlanOptions::default());
     let form = plan
         .split_form
@@ -704,12 +686,7 @@ fn long_split_rows_take_the_split_form() {
     );
     assert!(wide.split_form.is_none());
     // logsumexp has no output sweep to store into.
-    let lse = passfold_kernels::CATALOGUE
-        .iter()
-        .find(|k| k.name == "logsumexp")
-        .expect("in the catalogue")
-        .source;
-    let lse = passfold_dsl::check(lse, &LowerOptions::default()).expect("checks");
+    let lse = catalogue_kernel("logsumexp");
     assert!(
         passfold_dsl::plan(&lse, PlanOptions::default())
             .split_form
