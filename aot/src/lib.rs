@@ -732,7 +732,7 @@ fn call_threads(
             // At least `min_elements` elements of the split tensors per
             // thread: a thread started per call costs tens of microseconds,
             // more than a smaller part saves.
-            let __work: usize = 0 #(+ #work)*;
+            let __work: usize = 0usize #(.saturating_add(#work))*;
             let __parts = threads
                 .min(#rows)
                 .min(__work.checked_div(min_elements).unwrap_or(usize::MAX));

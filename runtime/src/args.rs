@@ -787,7 +787,13 @@ impl Direct {
                 tensors[t] = stack[at..].as_mut_ptr() as *mut u8;
             }
         } else {
-            let words = lines * LINE_WORDS + LINE_WORDS;
+            let too_large = || CallError::TooLarge {
+                name: kernel.tensors[placed[0].0].name.clone(),
+            };
+            let words = lines
+                .checked_mul(LINE_WORDS)
+                .and_then(|w| w.checked_add(LINE_WORDS))
+                .ok_or_else(too_large)?;
             let mut buf = take_buffer(words).ok_or_else(|| CallError::Alloc {
                 tensor: kernel.tensors[placed[0].0].name.clone(),
                 bytes: words.saturating_mul(8),
