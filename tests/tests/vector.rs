@@ -5,6 +5,30 @@ use passfold_dsl::{LowerOptions, PlanOptions};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+/// The output `y` of a one-input kernel `(x) -> (y)` on `x`: from the f64
+/// interpreter, and from `jit` on `threads` threads (rows split at any size).
+fn y_of(
+    kernel: &passfold_dsl::Kernel,
+    jit: &passfold_runtime::CompiledKernel,
+    extents: &[i64],
+    x: &[f64],
+    y_len: usize,
+    params: &[f64],
+    threads: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let args = vec![x.to_vec(), vec![0.0; y_len]];
+    let want = passfold_dsl::interpret(
+        kernel,
+        extents,
+        args.clone(),
+        params,
+        passfold_dsl::Precision::F64,
+    )
+    .expect("interprets");
+    let got = jit.call_f64(extents, &args, params, threads).expect("runs");
+    (want[1].clone(), got[1].clone())
+}
+
 /// The checked catalogue kernel `name`.
 fn catalogue_kernel(name: &str) -> passfold_dsl::Kernel {
     let entry = passfold_kernels::CATALOGUE
@@ -417,20 +441,17 @@ fn alternate_sweeps_run_backward() {
                     }
                 })
                 .collect();
-            let y0 = vec![0.0; (rows * n) as usize];
-            let want = passfold_dsl::interpret(
-                &softmax,
-                &[rows, n],
-                vec![x.clone(), y0.clone()],
-                &[],
-                passfold_dsl::Precision::F64,
-            )
-            .expect("interprets");
             for threads in [1, 2] {
-                let got = jit
-                    .call_f64(&[rows, n], &[x.clone(), y0.clone()], &[], threads)
-                    .expect("runs");
-                for (i, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
+                let (want, got) = y_of(
+                    &softmax,
+                    &jit,
+                    &[rows, n],
+                    &x,
+                    (rows * n) as usize,
+                    &[],
+                    threads,
+                );
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let ok = if w.is_nan() {
                         g.is_nan()
                     } else {
@@ -485,23 +506,20 @@ fn blocked_store_agrees_with_the_interpreter() {
                             _ => rng.random_range(-80.0..80.0f32) as f64,
                         })
                         .collect();
-                    let y0 = vec![0.0; (rows * n) as usize];
-                    let want = passfold_dsl::interpret(
+                    let (want, got) = y_of(
                         &kernel,
+                        &jit,
                         &[rows, n],
-                        vec![x.clone(), y0.clone()],
+                        &x,
+                        (rows * n) as usize,
                         &params,
-                        passfold_dsl::Precision::F64,
-                    )
-                    .expect("interprets");
-                    let got = jit
-                        .call_f64(&[rows, n], &[x.clone(), y0], &params, threads)
-                        .expect("runs");
-                    let scale = want[1]
+                        threads,
+                    );
+                    let scale = want
                         .iter()
                         .filter(|v| v.is_finite())
                         .fold(0.0f64, |a, v| a.max(v.abs()));
-                    for (i, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         let ok = if w.is_nan() {
                             g.is_nan()
                         } else {
@@ -623,20 +641,10 @@ fn nan_cover_max_passes_over_nan_and_keeps_nans() {
                 } else {
                     rows.len()
                 };
-                let y0 = vec![0.0; out_len];
-                let want = passfold_dsl::interpret(
-                    &kernel,
-                    &[b, n as i64],
-                    vec![x.clone(), y0.clone()],
-                    &[],
-                    passfold_dsl::Precision::F64,
-                )
-                .expect("interprets");
                 for threads in [1, 2] {
-                    let got = jit
-                        .call_f64(&[b, n as i64], &[x.clone(), y0.clone()], &[], threads)
-                        .expect("runs");
-                    for (i, (g, w)) in got[1].iter().zip(&want[1]).enumerate() {
+                    let (want, got) =
+                        y_of(&kernel, &jit, &[b, n as i64], &x, out_len, &[], threads);
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         let row = if name == "softmax" { i / n } else { i };
                         // A row of all -inf: the running-max forms give
                         // their documented limit (`adversarial.rs`,
